@@ -1,0 +1,1 @@
+"""Render DHCP server configuration from the machine database, on every relevant change."""

@@ -1,0 +1,121 @@
+"""SQLAlchemy models of the machine-database tables (schema ``public``).
+
+The migrations in ``migrations/`` create these tables; a test compares both so they
+cannot drift. The rules (triggers) live in the migrations only: the database enforces
+them for every client, this code included.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, CIDR, INET, MACADDR, ExcludeConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from machinedb.db_url import sqlalchemy_url
+
+__all__ = ["metadata", "sqlalchemy_url"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+metadata = Base.metadata
+
+
+class HardwareType(Base):
+    __tablename__ = "hardware_type"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    vendor: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+
+
+class Host(Base):
+    __tablename__ = "host"
+    __table_args__ = (
+        CheckConstraint("machinedb.is_rfc1123_name(hostname)", name="host_hostname_rfc1123"),
+        Index("host_hardware_type_id_idx", "hardware_type_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    hardware_type_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("hardware_type.id"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+# host names are unique whatever their case
+Index("host_hostname_lower_key", func.lower(Host.hostname), unique=True)
+
+
+class Subnet(Base):
+    __tablename__ = "subnet"
+    __table_args__ = (
+        ExcludeConstraint(
+            ("network", "&&"), name="subnet_no_overlap", using="gist", ops={"network": "inet_ops"}
+        ),
+        CheckConstraint("pool_start <= pool_end", name="subnet_pool_order"),
+        CheckConstraint("(pool_start IS NULL) = (pool_end IS NULL)", name="subnet_pool_complete"),
+        CheckConstraint("lease_time > 0", name="subnet_lease_time_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    network: Mapped[IPNetwork] = mapped_column(CIDR, unique=True)
+    gateway: Mapped[IPAddress | None] = mapped_column(INET)
+    domain_name: Mapped[str | None] = mapped_column(Text)
+    dns_servers: Mapped[list[IPAddress]] = mapped_column(ARRAY(INET), server_default="{}")
+    pool_start: Mapped[IPAddress | None] = mapped_column(INET)
+    pool_end: Mapped[IPAddress | None] = mapped_column(INET)
+    lease_time: Mapped[int | None] = mapped_column(Integer)
+    dhcp_enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+
+
+class Interface(Base):
+    __tablename__ = "interface"
+    __table_args__ = (UniqueConstraint("host_id", "name", name="interface_host_id_name_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    host_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("host.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text, server_default="eth0")
+    mac: Mapped[str] = mapped_column(MACADDR, unique=True)
+    ip: Mapped[IPAddress | None] = mapped_column(INET, unique=True)
+
+
+class Service(Base):
+    __tablename__ = "service"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+
+
+class HostService(Base):
+    __tablename__ = "host_service"
+    __table_args__ = (Index("host_service_service_id_idx", "service_id"),)
+
+    host_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("host.id", ondelete="CASCADE"), primary_key=True
+    )
+    service_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("service.id", ondelete="CASCADE"), primary_key=True
+    )

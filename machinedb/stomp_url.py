@@ -1,0 +1,77 @@
+"""Parse STOMP_URL: one broker or a comma-separated failover list.
+
+    stomp://user:pass@host:61613
+    stomp+ssl://user:pass@broker1:61614,stomp+ssl://broker2:61614
+
+Credentials given on any entry apply to all (a failover list names one cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PORT = 61613
+SCHEMES = {"stomp": False, "stomp+ssl": True, "stomp+tls": True, "ssl": True, "tcp": False}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerEndpoint:
+    host: str
+    port: int
+    ssl: bool
+
+    def __str__(self) -> str:
+        return f"{'stomp+ssl' if self.ssl else 'stomp'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerConfig:
+    endpoints: tuple[BrokerEndpoint, ...]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def redacted(self) -> str:
+        """The URL as logs may show it: endpoints and user, never the password."""
+        user = f"{self.username}:***@" if self.username else ""
+        return ",".join(
+            f"{'stomp+ssl' if e.ssl else 'stomp'}://{user}{e.host}:{e.port}" for e in self.endpoints
+        )
+
+
+def parse(url: str) -> BrokerConfig:
+    """Parse a STOMP_URL; ValueError with a one-line reason when it is malformed."""
+    if not url or not url.strip():
+        raise ValueError("STOMP_URL is empty (e.g. stomp://user:pass@localhost:61613)")
+    endpoints: list[BrokerEndpoint] = []
+    username: str | None = None
+    password: str | None = None
+    for raw in url.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        split = urlsplit(part)
+        if split.scheme not in SCHEMES:
+            raise ValueError(
+                f"STOMP_URL entry {_redact_entry(part)!r}: scheme must be stomp:// or stomp+ssl://"
+            )
+        try:
+            port = split.port or DEFAULT_PORT
+        except ValueError as exc:
+            raise ValueError(f"STOMP_URL entry {_redact_entry(part)!r}: bad port") from exc
+        if not split.hostname:
+            raise ValueError(f"STOMP_URL entry {_redact_entry(part)!r}: no host")
+        if split.username is not None:
+            username = unquote(split.username)
+            password = unquote(split.password) if split.password is not None else None
+        endpoints.append(BrokerEndpoint(host=split.hostname, port=port, ssl=SCHEMES[split.scheme]))
+    if not endpoints:
+        raise ValueError("STOMP_URL names no broker")
+    return BrokerConfig(endpoints=tuple(endpoints), username=username, password=password)
+
+
+def _redact_entry(part: str) -> str:
+    split = urlsplit(part)
+    if split.password is None:
+        return part
+    return part.replace(f":{split.password}@", ":***@", 1)

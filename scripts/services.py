@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Start and stop throwaway PostgreSQL and ActiveMQ instances for tests and local runs.
+
+Each instance lives in a directory of its own, on a free port, and works both as root
+(PostgreSQL runs through ``runuser -u postgres``) and as a normal user.
+
+    scripts/services.py start all --dir DIR     # prints DATABASE_URL= and STOMP_URL= lines
+    scripts/services.py stop all --dir DIR
+
+The same classes are imported by the test fixtures (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ACTIVEMQ_CONF = REPO / "deploy" / "activemq"
+ACTIVEMQ_HOME = Path("/usr/share/activemq")
+PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15")]
+PG_SUPERUSER = "postgres"
+START_DEADLINE = 90.0  # seconds; ActiveMQ needs ~15-20 s on a 2-core machine
+STOP_DEADLINE = 30.0  # seconds
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or stopped; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, *, deadline: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"process exited with {proc.returncode} before port {port} opened")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise ServiceError(f"port {port} did not open within {deadline:.0f} s")
+
+
+def pg_bin() -> Path:
+    for cand in PG_BIN_CANDIDATES:
+        if (cand / "initdb").exists():
+            return cand
+    raise ServiceError("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+def _as_owner(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: drop to the postgres user."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", PG_SUPERUSER, "--", *cmd]
+    return cmd
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster in ``directory`` listening on 127.0.0.1:``port``."""
+
+    def __init__(self, directory: Path, port: int | None = None, *, fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self.data = self.directory / "data"
+        self.socket_dir = self.directory / "socket"
+        self.port_file = self.directory / "port"
+        self.fsync = fsync
+        if port is None and self.port_file.exists():
+            port = int(self.port_file.read_text())
+        self.port = port or free_port()
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "postgres.log"
+
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(PG_SUPERUSER)
+            # the postgres user must reach the directory through every parent
+            for parent in [self.directory, *self.directory.parents]:
+                if parent == Path("/"):
+                    break
+                mode = parent.stat().st_mode
+                if mode & 0o001 == 0:
+                    parent.chmod(mode | 0o001)
+            for path in (self.directory, self.socket_dir):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        subprocess.run(
+            _as_owner(
+                [
+                    str(pg_bin() / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+        self.port_file.write_text(str(self.port))
+
+    def start(self) -> None:
+        self.init()
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+            f"-c max_connections=200 -c fsync={'on' if self.fsync else 'off'} "
+            "-c shared_buffers=128MB"
+        )
+        proc = subprocess.run(
+            _as_owner(
+                [
+                    str(pg_bin() / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log_file),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise ServiceError(f"PostgreSQL did not start: {proc.stderr.strip()} {tail}")
+        wait_for_port(self.port, deadline=START_DEADLINE)
+
+    def stop(self, mode: str = "fast") -> None:
+        if not (self.data / "postmaster.pid").exists():
+            return
+        subprocess.run(
+            _as_owner(
+                [
+                    str(pg_bin() / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    str(int(STOP_DEADLINE)),
+                    "stop",
+                ]
+            ),
+            capture_output=True,
+            check=False,
+        )
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ActiveMQBroker:
+    """An ActiveMQ Classic broker with a STOMP connector on 127.0.0.1:``port``."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.conf = self.directory / "conf"
+        self.data = self.directory / "data"
+        self.pid_file = self.directory / "activemq.pid"
+        self.port_file = self.directory / "port"
+        if port is None and self.port_file.exists():
+            port = int(self.port_file.read_text())
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"stomp://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data / "activemq.log"
+
+    def start(self) -> None:
+        jar = ACTIVEMQ_HOME / "bin" / "activemq.jar"
+        if not jar.exists():
+            raise ServiceError(f"{jar} not found (apt-get install activemq)")
+        java = shutil.which("java")
+        if java is None:
+            raise ServiceError("java not found (apt-get install default-jre-headless)")
+        for sub in (self.conf, self.data, self.directory / "tmp"):
+            sub.mkdir(parents=True, exist_ok=True)
+        for name in ("activemq.xml", "log4j.properties"):
+            shutil.copy(ACTIVEMQ_CONF / name, self.conf / name)
+        self.port_file.write_text(str(self.port))
+        cmd = [
+            java,
+            "-Xms64m",
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            f"-Dactivemq.home={ACTIVEMQ_HOME}",
+            f"-Dactivemq.base={self.directory}",
+            f"-Dactivemq.conf={self.conf}",
+            f"-Dactivemq.data={self.data}",
+            f"-Djava.io.tmpdir={self.directory / 'tmp'}",
+            f"-Dlog4j.configuration=file:{self.conf / 'log4j.properties'}",
+            "-Dmachinedb.stomp.bind=127.0.0.1",
+            f"-Dmachinedb.stomp.port={self.port}",
+            "-jar",
+            str(jar),
+            "start",
+            f"xbean:file:{self.conf / 'activemq.xml'}",
+        ]
+        with open(self.directory / "console.log", "ab") as console:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            wait_for_port(self.port, deadline=START_DEADLINE, proc=proc)
+        except ServiceError as exc:
+            self.stop()
+            tail = (self.directory / "console.log").read_text(errors="replace")[-2000:]
+            raise ServiceError(f"ActiveMQ did not start: {exc}\n{tail}") from exc
+
+    def pid(self) -> int | None:
+        if not self.pid_file.exists():
+            return None
+        pid = int(self.pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def stop(self, *, kill: bool = False) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        end = time.monotonic() + STOP_DEADLINE
+        while time.monotonic() < end:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                finished = 0 if self._alive(pid) else pid
+            if finished == pid:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("service", choices=["pg", "activemq", "all"])
+    parser.add_argument("--dir", required=True, type=Path, help="state directory")
+    parser.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
+    parser.add_argument("--stomp-port", type=int, help="STOMP port (default: a free one)")
+    args = parser.parse_args(argv)
+    services: list[PostgresCluster | ActiveMQBroker] = []
+    if args.service in ("pg", "all"):
+        services.append(PostgresCluster(args.dir / "pg", args.pg_port))
+    if args.service in ("activemq", "all"):
+        services.append(ActiveMQBroker(args.dir / "activemq", args.stomp_port))
+    try:
+        for svc in services:
+            if args.action == "start":
+                svc.start()
+                if isinstance(svc, PostgresCluster):
+                    print(f"DATABASE_URL={svc.url('machinedb')}")
+                else:
+                    print(f"STOMP_URL={svc.url}")
+            else:
+                svc.stop()
+    except (ServiceError, subprocess.CalledProcessError) as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
