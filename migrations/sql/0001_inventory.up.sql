@@ -111,7 +111,10 @@ BEGIN
             '%s: name must be 1-100 printable characters without quotes, backslashes, braces or semicolons', label));
     END IF;
     SELECT s.name, s.network INTO other FROM subnet s
-        WHERE s.network && NEW.network AND s.id IS DISTINCT FROM NEW.id LIMIT 1;
+        -- an identical network is the unique constraint's to report (and lets
+        -- INSERT ... ON CONFLICT DO NOTHING re-run an import)
+        WHERE s.network && NEW.network AND s.network <> NEW.network
+          AND s.id IS DISTINCT FROM NEW.id LIMIT 1;
     IF FOUND THEN
         PERFORM machinedb.fail('subnet_no_overlap', format(
             '%s overlaps subnet %L (%s)', label, other.name, other.network));

@@ -140,6 +140,11 @@ BAD_INPUT = {
         errors.CheckViolation,
         ["'big'", "overlaps subnet 'lan'", "subnet_no_overlap"],
     ),
+    "duplicate subnet network": (
+        "INSERT INTO subnet (name, network) VALUES ('lan-again', '10.20.0.0/24')",
+        errors.UniqueViolation,
+        ["subnet_network_key", "10.20.0.0/24"],
+    ),
     "gateway outside subnet": (
         "INSERT INTO subnet (name, network, gateway) VALUES ('dmz', '10.30.0.0/24', '10.31.0.1')",
         errors.CheckViolation,
