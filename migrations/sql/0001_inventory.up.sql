@@ -167,15 +167,17 @@ CREATE TRIGGER subnet_check BEFORE INSERT OR UPDATE ON subnet
 
 -- interface -------------------------------------------------------------------------
 -- Why an address cannot be reserved, or NULL when it can.
+-- FOR SHARE locks the covering subnet until commit, so a concurrent change of that
+-- subnet waits and then re-checks with this interface visible (and vice versa).
 CREATE FUNCTION machinedb.ip_problem_v1(addr inet) RETURNS text
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     s record;
 BEGIN
     IF NOT machinedb.is_ipv4_address(addr) THEN
         RETURN format('ip %s is not a single IPv4 address [rule interface_ip_address]', addr);
     END IF;
-    SELECT * INTO s FROM subnet WHERE network >> addr LIMIT 1;
+    SELECT * INTO s FROM subnet WHERE network >> addr LIMIT 1 FOR SHARE;
     IF NOT FOUND THEN
         RETURN format('ip %s lies outside every subnet [rule interface_ip_in_subnet]', addr);
     END IF;

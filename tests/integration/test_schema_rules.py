@@ -3,6 +3,7 @@ leaves every table, the outbox included, unchanged."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import psycopg
@@ -260,3 +261,32 @@ def test_valid_edge_values_are_accepted(db: psycopg.Connection[Any]) -> None:
     db.execute("UPDATE subnet SET network = '10.21.0.0/23' WHERE name = 'mgmt'")
     count = db.execute("SELECT count(*) FROM interface").fetchone()
     assert count == (6,)
+
+
+def test_concurrent_subnet_change_and_interface_insert_cannot_both_win(db_url: str) -> None:
+    """The pool grows over an address while another transaction reserves it: the
+    reservation waits for the subnet change and is then rejected."""
+    with psycopg.connect(db_url, autocommit=True) as setup:
+        seed(setup)
+    with psycopg.connect(db_url) as grower, psycopg.connect(db_url, autocommit=True) as writer:
+        grower.execute("UPDATE subnet SET pool_start = '10.20.0.40' WHERE name = 'lan'")
+        outcome: dict[str, BaseException | None] = {}
+
+        def reserve() -> None:
+            try:
+                writer.execute(
+                    "INSERT INTO interface (host_id, name, mac, ip) "
+                    "VALUES (2, 'eth1', '52:54:00:00:00:09', '10.20.0.50')"
+                )
+                outcome["error"] = None
+            except psycopg.Error as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=reserve)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the reservation must wait for the subnet change"
+        grower.commit()
+        thread.join(10)
+        assert isinstance(outcome["error"], errors.CheckViolation)
+        assert "dynamic pool" in str(outcome["error"])
