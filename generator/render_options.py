@@ -1,0 +1,63 @@
+"""Settings a render needs that do not come from the database."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from generator import errors
+
+DEFAULT_LEASE_TIME = 3600  # seconds
+MAX_LEASE_TIME = 7200  # seconds
+# Debian's kea-dhcp4-server paths, so a packaged Kea finds its files unchanged.
+KEA_LEASE_FILE = "/var/lib/kea/kea-leases4.csv"
+KEA_CONTROL_SOCKET = "/run/kea/kea4-ctrl-socket"
+# A unix socket path must fit sockaddr_un.sun_path (108 bytes with the NUL).
+SOCKET_PATH_LIMIT = 107  # bytes
+# Lease times are 32-bit on the wire and in both servers; ISC reads them signed.
+LEASE_TIME_LIMIT = 2**31 - 1  # seconds
+
+# Linux interface names (IFNAMSIZ 16), optionally with Kea's "/address" suffix.
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}(/[0-9.]{7,15})?|\*")
+_PATH = re.compile(r"/[A-Za-z0-9_./+-]{1,4095}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderOptions:
+    """What the operator configures for the rendered file (not per-row data).
+
+    ``interfaces``, ``lease_file`` and ``control_socket`` are used by Kea only:
+    ISC dhcpd takes its interfaces and lease file on the command line.
+    """
+
+    interfaces: tuple[str, ...] = ()
+    lease_file: str = KEA_LEASE_FILE
+    control_socket: str = KEA_CONTROL_SOCKET
+    default_lease_time: int = DEFAULT_LEASE_TIME  # seconds
+    max_lease_time: int = MAX_LEASE_TIME  # seconds
+
+    def __post_init__(self) -> None:
+        # Coerce a list to a tuple: the object stays hashable and immutable.
+        object.__setattr__(self, "interfaces", tuple(self.interfaces))
+        for name in self.interfaces:
+            if not _INTERFACE.fullmatch(name):
+                raise errors.InvalidOptions(f"interface name {name!r} is not valid")
+        paths = (("lease file", self.lease_file), ("control socket", self.control_socket))
+        for label, path in paths:
+            if not _PATH.fullmatch(path):
+                raise errors.InvalidOptions(f"{label} {path!r} must be a plain absolute path")
+        if len(self.control_socket) > SOCKET_PATH_LIMIT:
+            raise errors.InvalidOptions(
+                f"control socket path is longer than {SOCKET_PATH_LIMIT} bytes"
+            )
+        for label, seconds in (
+            ("default lease time", self.default_lease_time),
+            ("max lease time", self.max_lease_time),
+        ):
+            if not 1 <= seconds <= LEASE_TIME_LIMIT:
+                raise errors.InvalidOptions(f"{label} {seconds} is not in 1..{LEASE_TIME_LIMIT} s")
+        if self.default_lease_time > self.max_lease_time:
+            raise errors.InvalidOptions(
+                f"default lease time {self.default_lease_time} s exceeds"
+                f" max lease time {self.max_lease_time} s"
+            )

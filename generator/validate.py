@@ -1,0 +1,294 @@
+"""Semantic checks that ``dhcpd -t`` does not make, applied before every render.
+
+The database enforces the same rules; these catch legacy rows and act as defence in
+depth. A bad row is skipped (a bad text option only drops that option) and named in
+a ``Problem``, and the rest is rendered: one broken host must not stop the others.
+Everything is processed in id order, so the outcome never depends on row order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import ipaddress
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from generator import model
+
+# Kea reserves subnet id 0 ("assign one") and 2**32 - 1; both servers need 32 bits.
+SUBNET_ID_RANGE = range(1, 2**32 - 1)
+# Lease times are 32-bit in both servers; ISC reads them signed.
+LEASE_TIME_RANGE = range(1, 2**31)  # seconds
+MAX_NAME_LENGTH = 253  # characters, RFC 1123 host and domain names
+SHOWN_TEXT_LENGTH = 64  # characters of a bad value quoted in a message
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_RFC1123_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII | re.IGNORECASE)
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.ASCII | re.IGNORECASE)
+_INTERFACE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}", re.ASCII | re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    """One row (or one option of a row) left out of the render, and why.
+
+    ``kind`` is a stable rule code (``"interface_mac_key"``) for counting and tests;
+    ``row`` names the row; ``message`` is the full single-line, ASCII-only text.
+    """
+
+    kind: str
+    row: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checked:
+    """The inventory fit to render, and the problems met on the way."""
+
+    inventory: model.Inventory
+    problems: tuple[Problem, ...]
+
+
+def is_rfc1123_name(text: str) -> bool:
+    """Letters, digits and inner hyphens, 1-63 per dot-separated label, 253 at most."""
+    return len(text) <= MAX_NAME_LENGTH and _RFC1123_NAME.fullmatch(text) is not None
+
+
+def canonical_mac(text: str) -> str | None:
+    """Six octets as lower-case ``aa:bb:cc:dd:ee:ff``, or None if ``text`` is not one."""
+    if _MAC.fullmatch(text) is None:
+        return None
+    return text.lower().replace("-", ":")
+
+
+def is_unicast_mac(mac: str) -> bool:
+    """A canonical MAC a NIC can own: not all-zero, and the group (multicast) bit clear."""
+    return mac != "00:00:00:00:00:00" and int(mac[:2], 16) & 1 == 0
+
+
+def is_interface_name(text: str) -> bool:
+    """A name that is harmless in any config or log line (``eth0``, ``bond0.12``)."""
+    return _INTERFACE_NAME.fullmatch(text) is not None
+
+
+def check(inventory: model.Inventory) -> Checked:
+    """Split ``inventory`` into what is fit to render and the problems found."""
+    problems: list[Problem] = []
+    subnets = _check_subnets(inventory.subnets, problems)
+    interfaces = _check_interfaces(inventory.interfaces, subnets, problems)
+    clean = model.Inventory(subnets=subnets, interfaces=interfaces)
+    return Checked(inventory=clean, problems=tuple(problems))
+
+
+def _check_subnets(
+    rows: Iterable[model.Subnet], problems: list[Problem]
+) -> tuple[model.Subnet, ...]:
+    kept: list[model.Subnet] = []
+    index = SubnetIndex()
+    for subnet in sorted(rows, key=lambda row: row.id):
+        row = _subnet_label(subnet)
+        fault = _subnet_fault(subnet) or _overlap_fault(subnet, index)
+        if fault is not None:
+            problems.append(_problem(fault[0], row, fault[1]))
+            continue
+        index.add(subnet)
+        kept.append(_clean_subnet_options(subnet, row, problems))
+    return tuple(kept)
+
+
+def _subnet_fault(subnet: model.Subnet) -> tuple[str, str] | None:
+    """The first rule that makes the whole subnet unusable, as (kind, detail)."""
+    network = subnet.network
+    if not isinstance(network, ipaddress.IPv4Network):
+        return "subnet_network_ipv4", f"network {network} is not IPv4"
+    if subnet.id not in SUBNET_ID_RANGE:
+        bounds = f"{SUBNET_ID_RANGE.start}..{SUBNET_ID_RANGE.stop - 1}"
+        return "subnet_id_range", f"id is outside {bounds}"
+    if subnet.gateway is not None and not _is_host_address(subnet.gateway, network):
+        return "subnet_gateway_inside", f"gateway {subnet.gateway} is not a host address of it"
+    return _pool_fault(subnet.pool_start, subnet.pool_end, network)
+
+
+def _pool_fault(
+    start: model.IPAddress | None, end: model.IPAddress | None, network: ipaddress.IPv4Network
+) -> tuple[str, str] | None:
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        return "subnet_pool_complete", "pool has only one of pool_start and pool_end"
+    for address in (start, end):
+        if not _is_host_address(address, network):
+            return "subnet_pool_inside", f"pool address {address} is not a host address of it"
+    if int(start) > int(end):
+        return "subnet_pool_order", f"pool_start {start} is after pool_end {end}"
+    return None
+
+
+def _overlap_fault(subnet: model.Subnet, index: SubnetIndex) -> tuple[str, str] | None:
+    other = index.overlapping(subnet.network)
+    if other is not None:
+        return "subnet_no_overlap", f"it overlaps {_subnet_label(other)}, which is kept"
+    return None
+
+
+def _clean_subnet_options(subnet: model.Subnet, row: str, problems: list[Problem]) -> model.Subnet:
+    """Drop the options that are bad on their own; the subnet still serves hosts."""
+    domain_name = subnet.domain_name or None  # '' in legacy rows means "none"
+    if domain_name is not None and not is_rfc1123_name(domain_name):
+        detail = f"domain_name {_show(domain_name)} is not an RFC 1123 name; option dropped"
+        problems.append(_problem("subnet_domain_name_rfc1123", row, detail))
+        domain_name = None
+    dns_servers = []
+    for server in subnet.dns_servers:
+        if isinstance(server, ipaddress.IPv4Address):
+            dns_servers.append(server)
+        else:
+            detail = f"dns server {server} is not IPv4; server dropped"
+            problems.append(_problem("subnet_dns_servers_addresses", row, detail))
+    lease_time = subnet.lease_time
+    if lease_time is not None and lease_time not in LEASE_TIME_RANGE:
+        bounds = f"1..{LEASE_TIME_RANGE.stop - 1} s"
+        detail = f"lease_time {lease_time} is outside {bounds}; option dropped"
+        problems.append(_problem("subnet_lease_time_positive", row, detail))
+        lease_time = None
+    return dataclasses.replace(
+        subnet, domain_name=domain_name, dns_servers=tuple(dns_servers), lease_time=lease_time
+    )
+
+
+def _check_interfaces(
+    rows: Iterable[model.Interface],
+    subnets: tuple[model.Subnet, ...],
+    problems: list[Problem],
+) -> tuple[model.Interface, ...]:
+    finder = SubnetIndex(subnets)
+    by_mac: dict[str, int] = {}
+    by_ip: dict[model.IPAddress, int] = {}
+    kept: list[model.Interface] = []
+    for interface in sorted(rows, key=lambda row: row.id):
+        mac = canonical_mac(interface.mac) or ""
+        # Duplicates are judged among otherwise good rows, so a broken row never
+        # keeps a good one out. The lowest id wins.
+        fault = _interface_fault(interface, finder) or _duplicate_fault(
+            interface, mac, by_mac, by_ip
+        )
+        if fault is not None:
+            problems.append(_problem(fault[0], _interface_label(interface), fault[1]))
+            continue
+        by_mac[mac] = by_ip[interface.ip] = interface.id
+        kept.append(dataclasses.replace(interface, mac=mac))
+    return tuple(kept)
+
+
+def _interface_fault(interface: model.Interface, finder: SubnetIndex) -> tuple[str, str] | None:
+    ip = interface.ip
+    if not isinstance(ip, ipaddress.IPv4Address):
+        return "interface_ip_address", f"ip {ip} is not IPv4"
+    if not is_rfc1123_name(interface.hostname):
+        return "host_hostname_rfc1123", "host name is not an RFC 1123 name"
+    if not is_interface_name(interface.name):
+        return "interface_name_safe", "interface name is not 1-32 of [A-Za-z0-9_.:-]"
+    mac = canonical_mac(interface.mac)
+    if mac is None:
+        return "interface_mac_format", "mac is not 6 octets"
+    if not is_unicast_mac(mac):
+        return "interface_mac_unicast", "mac is not a unicast hardware address"
+    return _placement_fault(ip, finder.find(ip))
+
+
+def _placement_fault(
+    ip: ipaddress.IPv4Address, subnet: model.Subnet | None
+) -> tuple[str, str] | None:
+    """Where the address falls: it must be a fixed host address of a rendered subnet."""
+    if subnet is None:
+        return "interface_ip_in_subnet", f"ip {ip} is in no DHCP subnet"
+    where = _subnet_label(subnet)
+    if ip == subnet.network.network_address:
+        return "interface_ip_not_network", f"ip {ip} is the network address of {where}"
+    # RFC 3021: both addresses of a /31 are host addresses (the database agrees).
+    if ip == subnet.network.broadcast_address and subnet.network.prefixlen < 31:
+        return "interface_ip_not_broadcast", f"ip {ip} is the broadcast address of {where}"
+    start, end = subnet.pool_start, subnet.pool_end
+    if start is not None and end is not None and int(start) <= int(ip) <= int(end):
+        return "interface_ip_not_in_pool", f"ip {ip} is inside the dynamic pool of {where}"
+    return None
+
+
+def _duplicate_fault(
+    interface: model.Interface,
+    mac: str,
+    by_mac: dict[str, int],
+    by_ip: dict[model.IPAddress, int],
+) -> tuple[str, str] | None:
+    if mac in by_mac:
+        return "interface_mac_key", f"mac is also on interface {by_mac[mac]}, which is kept"
+    if interface.ip in by_ip:
+        return "interface_ip_key", f"ip is also on interface {by_ip[interface.ip]}, which is kept"
+    return None
+
+
+class SubnetIndex:
+    """Subnets that do not overlap, sorted by address: find one by bisection."""
+
+    def __init__(self, subnets: Iterable[model.Subnet] = ()) -> None:
+        self._subnets: list[model.Subnet] = []
+        self._starts: list[int] = []
+        for subnet in subnets:
+            self.add(subnet)
+
+    def add(self, subnet: model.Subnet) -> None:
+        """Insert ``subnet``; the caller has made sure it overlaps none of the others."""
+        start = int(subnet.network.network_address)
+        index = bisect.bisect_right(self._starts, start)
+        self._starts.insert(index, start)
+        self._subnets.insert(index, subnet)
+
+    def overlapping(self, network: model.IPNetwork) -> model.Subnet | None:
+        """A subnet sharing an address with ``network``, if any."""
+        # Disjoint ranges sorted by start are sorted by end too: only the last one
+        # starting at or before the end of ``network`` can reach into it.
+        index = bisect.bisect_right(self._starts, int(network.broadcast_address)) - 1
+        if index >= 0 and int(self._subnets[index].network.broadcast_address) >= int(
+            network.network_address
+        ):
+            return self._subnets[index]
+        return None
+
+    def find(self, ip: model.IPAddress) -> model.Subnet | None:
+        """The subnet that holds ``ip``, if any."""
+        if not isinstance(ip, ipaddress.IPv4Address):
+            return None
+        return self.overlapping(ipaddress.IPv4Network(ip))
+
+
+def _is_host_address(address: model.IPAddress, network: ipaddress.IPv4Network) -> bool:
+    """Inside ``network`` and neither its network nor its broadcast address."""
+    return (
+        isinstance(address, ipaddress.IPv4Address)
+        and address in network
+        and address not in (network.network_address, network.broadcast_address)
+    )
+
+
+def _problem(kind: str, row: str, detail: str) -> Problem:
+    return Problem(kind=kind, row=row, message=f"{row}: {detail} [rule {kind}]")
+
+
+def _subnet_label(subnet: model.Subnet) -> str:
+    return f"subnet {subnet.id} ({_show(subnet.name)} {subnet.network})"
+
+
+def _interface_label(interface: model.Interface) -> str:
+    name, mac = interface.name, interface.mac
+    shown_name = name if is_interface_name(name) else _show(name)
+    shown_mac = mac if canonical_mac(mac) else _show(mac)
+    return f"interface {interface.id} (host {_show(interface.hostname)} {shown_name} {shown_mac})"
+
+
+def _show(text: str) -> str:
+    """Quote a database value for a message: one line, ASCII only, bounded length."""
+    shown = json.dumps(text[:SHOWN_TEXT_LENGTH], ensure_ascii=True)
+    return shown + "..." if len(text) > SHOWN_TEXT_LENGTH else shown

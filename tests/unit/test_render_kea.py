@@ -1,0 +1,130 @@
+"""render_kea: the golden Kea DHCPv4 JSON, accepted by the real kea-dhcp4, byte-stable,
+with the DB subnet ids, reservations in their own subnet, and the operator's options."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from generator import errors, model, render, render_kea, render_options, validate
+from tests.unit.conftest import Checker, Golden
+from tests.unit.inventories import HOSTILE, interface, sample, subnet
+
+OPTIONS = render_options.RenderOptions()
+
+
+def sample_json(options: render_options.RenderOptions = OPTIONS) -> str:
+    return render_kea.render(validate.check(sample()).inventory, options=options)
+
+
+def test_sample_matches_golden(golden: Golden) -> None:
+    golden("sample.kea.json", sample_json())
+
+
+@pytest.mark.dhcpd
+def test_kea_accepts_the_sample(kea_check: Checker) -> None:
+    assert kea_check(sample_json()).skipped is False
+
+
+def test_output_is_sorted_indented_json_with_a_final_newline() -> None:
+    text = sample_json()
+    config = json.loads(text)
+    assert text == json.dumps(config, indent=2, sort_keys=True) + "\n"
+    assert text.isascii()
+
+
+def test_output_is_byte_stable_whatever_the_row_order() -> None:
+    checked = validate.check(sample()).inventory
+    shuffled = model.Inventory(subnets=checked.subnets[::-1], interfaces=checked.interfaces[::-1])
+    assert render_kea.render(shuffled, options=OPTIONS) == sample_json()
+
+
+def test_subnets_keep_their_database_ids_and_own_their_reservations() -> None:
+    subnets = json.loads(sample_json())["Dhcp4"]["subnet4"]
+    layout = {s["id"]: (s["subnet"], [r["ip-address"] for r in s["reservations"]]) for s in subnets}
+    assert layout == {
+        1: ("10.0.0.0/24", ["10.0.0.10"]),
+        2: ("10.0.1.0/24", ["10.0.1.1", "10.0.1.10", "10.0.1.20", "10.0.1.21"]),
+        8: ("172.16.3.0/24", ["172.16.3.5"]),
+        3: ("192.168.50.0/26", ["192.168.50.30"]),
+    }
+    assert [s["id"] for s in subnets] == [1, 2, 8, 3]  # sorted by network
+
+
+def test_subnet_options_pool_and_lifetimes() -> None:
+    [lan] = [s for s in json.loads(sample_json())["Dhcp4"]["subnet4"] if s["id"] == 1]
+    assert lan["option-data"] == [
+        {"name": "routers", "data": "10.0.0.1"},
+        {"name": "domain-name-servers", "data": "10.0.0.2, 10.0.0.3"},
+        {"name": "domain-name", "data": "example.com"},
+    ]
+    assert lan["pools"] == [{"pool": "10.0.0.100 - 10.0.0.200"}]
+    assert lan["valid-lifetime"] == lan["min-valid-lifetime"] == lan["max-valid-lifetime"] == 600
+    assert lan["reservations"] == [
+        {"hw-address": "02:00:00:00:00:01", "ip-address": "10.0.0.10", "hostname": "web1"}
+    ]
+
+
+def test_options_set_interfaces_lease_file_socket_and_lifetimes() -> None:
+    options = render_options.RenderOptions(
+        interfaces=("eth1", "eth2/10.0.0.1"),
+        lease_file="/srv/kea/leases4.csv",
+        control_socket="/srv/kea/ctrl.sock",
+        default_lease_time=100,
+        max_lease_time=200,
+    )
+    dhcp4 = json.loads(sample_json(options))["Dhcp4"]
+    assert dhcp4["interfaces-config"] == {"interfaces": ["eth1", "eth2/10.0.0.1"]}
+    assert dhcp4["lease-database"]["name"] == "/srv/kea/leases4.csv"
+    assert dhcp4["lease-database"]["type"] == "memfile"
+    assert dhcp4["control-socket"] == {"socket-type": "unix", "socket-name": "/srv/kea/ctrl.sock"}
+    assert (dhcp4["valid-lifetime"], dhcp4["max-valid-lifetime"]) == (100, 200)
+
+
+def test_facade_dispatches_by_format() -> None:
+    assert render.render(validate.check(sample()).inventory, fmt="kea") == sample_json()
+
+
+def test_render_refuses_text_that_validate_would_have_removed() -> None:
+    # JSON quoting alone holds any text; a non-RFC 1123 name here means validation was skipped.
+    host = interface(1, "web1", "02:00:00:00:00:01", "10.0.0.5")
+    for lan, bad in (
+        (subnet(1, "10.0.0.0/24"), dataclasses.replace(host, hostname=HOSTILE)),
+        (subnet(1, "10.0.0.0/24"), dataclasses.replace(host, mac="02:00:00:00:00:01,x")),
+        (subnet(1, "10.0.0.0/24", domain_name="a,b"), host),
+    ):
+        with pytest.raises(errors.UnsafeValue):
+            render_kea.render(model.Inventory(subnets=(lan,), interfaces=(bad,)), options=OPTIONS)
+
+
+def test_render_refuses_a_reservation_outside_every_subnet() -> None:
+    stray = interface(1, "web1", "02:00:00:00:00:01", "10.9.0.5")
+    with pytest.raises(errors.UnsafeValue, match="in no subnet"):
+        render_kea.render(
+            model.Inventory(subnets=(subnet(1, "10.0.0.0/24"),), interfaces=(stray,)),
+            options=OPTIONS,
+        )
+
+
+@pytest.mark.dhcpd
+def test_kea_rejects_duplicates_that_validate_removes(kea_check: Checker) -> None:
+    rows = model.Inventory(
+        subnets=(subnet(1, "10.0.0.0/24"),),
+        interfaces=(
+            interface(1, "a", "02:00:00:00:00:01", "10.0.0.5"),
+            interface(2, "b", "02:00:00:00:00:01", "10.0.0.6"),
+        ),
+    )
+    with pytest.raises(errors.ConfigRejected, match="already been added"):
+        kea_check(render_kea.render(rows, options=OPTIONS))
+    kea_check(render_kea.render(validate.check(rows).inventory, options=OPTIONS))
+
+
+@pytest.mark.dhcpd
+def test_kea_check_needs_the_interfaces_to_exist_on_this_host(kea_check: Checker) -> None:
+    options = render_options.RenderOptions(interfaces=("mdbnoexist0",))
+    with pytest.raises(errors.ConfigRejected, match="mdbnoexist0"):
+        kea_check(sample_json(options))
+    kea_check(sample_json(render_options.RenderOptions(interfaces=("lo",))))
