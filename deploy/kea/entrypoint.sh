@@ -1,0 +1,34 @@
+#!/bin/bash
+# kea-dhcp4 for docker-compose (profile "kea").
+#
+# Waits until dhcp-generator has written the configuration into the shared volume, then
+# runs kea-dhcp4 in the foreground. The generator applies later files with
+# `config-reload` through the control socket (dhcp-generator --kea-control-socket),
+# which lives in the /run/kea volume shared with it: the directory is setgid to the generator's group and
+# the umask leaves the socket group-writable, so the non-root generator may connect.
+#
+# Environment: KEA_CONF (default /var/lib/machinedb/dhcp/kea-dhcp4.conf), MACHINEDB_GID
+# (default 10001).
+set -euo pipefail
+
+CONF=${KEA_CONF:-/var/lib/machinedb/dhcp/kea-dhcp4.conf}
+GID=${MACHINEDB_GID:-10001}
+
+install -d -o root -g "$GID" -m 2770 /run/kea
+install -d -m 0750 /var/lib/kea
+umask 0007
+
+stopping=0
+trap 'stopping=1' TERM INT
+waited=0
+until [ -s "$CONF" ] || [ "$stopping" -eq 1 ]; do
+    if [ $((waited % 50)) -eq 0 ]; then
+        echo "kea-entrypoint: waiting for the generator to write $CONF" >&2
+    fi
+    sleep 0.2
+    waited=$((waited + 1))
+done
+[ "$stopping" -eq 1 ] && exit 0
+trap - TERM INT
+
+exec /usr/sbin/kea-dhcp4 -c "$CONF"
