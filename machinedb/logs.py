@@ -38,4 +38,4 @@ def setup(level: str = "INFO", json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # stomp.py logs every frame at INFO; keep it for DEBUG runs
-    logging.getLogger("stomp").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("stomp.py").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,198 @@
+"""``cdc-relay``: publish every captured change to the broker (``run``, the default), or
+print the outbox backlog and lag (``status``).
+
+Configuration comes from the environment and command-line flags (flags win), read here
+once into a frozen Settings object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cdc import broker, database, errors, metrics, relay, settings, status
+from machinedb import daemon, db_url, logs, secrets, stomp_url
+
+logger = logging.getLogger(__name__)
+
+EXIT_UNAVAILABLE = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdc-relay",
+        description=(
+            "Publish every change captured in the cdc.change outbox to ActiveMQ as a "
+            "persistent STOMP message, deleting a row only after the broker confirmed it "
+            "(at least once). Two relays may run: a PostgreSQL advisory lock elects one."
+        ),
+        epilog="SIGTERM/SIGINT finish or abandon (without loss) the batch in flight and exit 0.",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["run", "status"],
+        default="run",
+        help="run the daemon (default), or print backlog, lag, doorbell and leader",
+    )
+    env = os.environ.get
+    parser.add_argument(
+        "--database-url",
+        help="machine database, postgresql:// or postgresql+psycopg:// "
+        "(env DATABASE_URL, or a file named by DATABASE_URL_FILE)",
+    )
+    parser.add_argument(
+        "--stomp-url",
+        help="broker(s): stomp://user:pass@host:61613 or stomp+ssl://..., comma-separated "
+        "for failover (env STOMP_URL or STOMP_URL_FILE; required for run)",
+    )
+    parser.add_argument(
+        "--destination",
+        default=env("CDC_DESTINATION", settings.DEFAULT_DESTINATION),
+        help="where changes are published (env CDC_DESTINATION; default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=settings.BATCH_SIZE,
+        help="changes per STOMP transaction (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fallback-interval",
+        type=float,
+        default=settings.FALLBACK_INTERVAL,
+        help="seconds between drains when no doorbell rings (default %(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=settings.HEARTBEAT,
+        help="STOMP heart-beat interval in seconds, both ways (default %(default)s)",
+    )
+    parser.add_argument(
+        "--receipt-timeout",
+        type=float,
+        default=settings.RECEIPT_TIMEOUT,
+        help="seconds to wait for the broker to confirm a batch before reconnecting "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--ssl-ca-file", help="CA certificates for stomp+ssl:// (default: the system's)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="default %(default)s")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> settings.Settings:
+    """Validate the configuration (flags, else the environment); ConfigError with a
+    one-line reason that never shows a secret."""
+    try:
+        raw_database_url = args.database_url or secrets.from_env("DATABASE_URL")
+        raw_stomp_url = args.stomp_url or secrets.from_env("STOMP_URL")
+        if not raw_database_url:
+            raise errors.ConfigError("DATABASE_URL is not set (or pass --database-url)")
+        database_url = db_url.psycopg_url(raw_database_url)
+        broker_config = stomp_url.parse(raw_stomp_url or "") if args.command == "run" else None
+    except ValueError as exc:  # SecretError is one
+        raise errors.ConfigError(str(exc)) from exc
+    if broker_config is None:
+        broker_config = stomp_url.BrokerConfig(endpoints=())
+    if not args.destination.startswith(("/topic/", "/queue/")):
+        raise errors.ConfigError("CDC_DESTINATION must start with /topic/ or /queue/")
+    if args.batch_size < 1:
+        raise errors.ConfigError("--batch-size must be at least 1")
+    if args.fallback_interval <= 0 or args.heartbeat <= 0 or args.receipt_timeout <= 0:
+        raise errors.ConfigError("intervals and timeouts must be positive")
+    return settings.Settings(
+        database_url=database_url,
+        broker=broker_config,
+        destination=args.destination,
+        batch_size=args.batch_size,
+        fallback_interval=args.fallback_interval,
+        heartbeat=args.heartbeat,
+        receipt_timeout=args.receipt_timeout,
+        metrics_port=args.metrics_port,
+        ssl_ca_file=args.ssl_ca_file,
+    )
+
+
+def check_database(config: settings.Settings) -> database.Connection:
+    """Connect once and make sure the schema is there; DatabaseUnavailable otherwise."""
+    where = db_url.redact(config.database_url)
+    try:
+        conn = database.connect(config.database_url)
+    except errors.DatabaseUnavailable as exc:
+        raise errors.DatabaseUnavailable(f"cannot connect to {where}: {exc}") from exc
+    with database.translated():
+        row = conn.execute("SELECT to_regclass('cdc.change') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        conn.close()
+        raise errors.DatabaseUnavailable(f"{where} has no cdc.change: run 'alembic upgrade head'")
+    return conn
+
+
+def check_broker(config: settings.Settings) -> None:
+    publisher = broker.Publisher(
+        config.broker,
+        destination=config.destination,
+        heartbeat=config.heartbeat,
+        ssl_ca_file=config.ssl_ca_file,
+    )
+    publisher.connect()
+    publisher.close()
+
+
+def run(config: settings.Settings) -> int:
+    database.close(check_database(config))
+    check_broker(config)
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
+    with daemon.StopSignal() as stop:
+        logger.info(
+            "relaying changes to %s on %s",
+            config.destination,
+            config.broker.redacted(),
+            extra={"action": "started"},
+        )
+        relay.Relay(config, stop.event).run()
+    return 0
+
+
+def show_status(config: settings.Settings) -> int:
+    conn = check_database(config)
+    try:
+        current = status.read(conn)
+    finally:
+        conn.close()
+    print("\n".join(current.lines()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level, json=args.log_json)
+    # stomp.py logs each failed connection attempt itself; the relay reports outages once
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("stomp.py").setLevel(logging.CRITICAL)
+    try:
+        config = load_settings(args)
+    except errors.ConfigError as exc:
+        print(f"cdc-relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return show_status(config) if args.command == "status" else run(config)
+    except (errors.DatabaseUnavailable, errors.BrokerUnavailable) as exc:
+        print(f"cdc-relay: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Configuration: environment and flags (flags win), one-line reasons for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cdc import cli, errors, settings
+
+
+def load(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], argv: list[str]
+) -> settings.Settings:
+    for name in (
+        "DATABASE_URL",
+        "STOMP_URL",
+        "CDC_DESTINATION",
+        "DATABASE_URL_FILE",
+        "STOMP_URL_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return cli.load_settings(cli.build_parser().parse_args(argv))
+
+
+BASE = {"DATABASE_URL": "postgresql+psycopg://m@db/machinedb", "STOMP_URL": "stomp://u:p@mq:61613"}
+
+
+def test_environment_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(monkeypatch, BASE, [])
+    assert config.database_url == "postgresql://m@db/machinedb"
+    assert config.broker.endpoints[0].host == "mq"
+    assert config.broker.password == "p"
+    assert config.destination == "/topic/VirtualTopic.machinedb.changes"
+    assert config.fallback_interval == settings.FALLBACK_INTERVAL
+    assert config.metrics_port is None
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(
+        monkeypatch,
+        {**BASE, "CDC_DESTINATION": "/topic/VirtualTopic.env"},
+        [
+            "--database-url",
+            "postgresql://flag@db/x",
+            "--stomp-url",
+            "stomp+ssl://a:61614,stomp+ssl://b:61614",
+            "--destination",
+            "/topic/VirtualTopic.flag",
+            "--metrics-port",
+            "9100",
+        ],
+    )
+    assert config.database_url == "postgresql://flag@db/x"
+    assert [e.host for e in config.broker.endpoints] == ["a", "b"]
+    assert all(e.ssl for e in config.broker.endpoints)
+    assert config.destination == "/topic/VirtualTopic.flag"
+    assert config.metrics_port == 9100
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "reason"),
+    [
+        ({"STOMP_URL": "stomp://mq"}, [], "DATABASE_URL is not set"),
+        ({"DATABASE_URL": "mysql://x"}, ["--stomp-url", "stomp://mq"], "postgresql://"),
+        ({"DATABASE_URL": "postgresql://x/y"}, [], "STOMP_URL is empty"),
+        ({**BASE}, ["--destination", "VirtualTopic.x"], "must start with /topic/"),
+        ({**BASE}, ["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_bad_configuration_gives_one_line(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], argv: list[str], reason: str
+) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        load(monkeypatch, env, argv)
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_status_needs_no_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(monkeypatch, {"DATABASE_URL": "postgresql://x/y"}, ["status"])
+    assert config.broker.endpoints == ()
+
+
+def test_bad_configuration_exits_2_without_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
+    monkeypatch.setenv("STOMP_URL", "http://user:hunter2@mq")
+    assert cli.main([]) == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "hunter2" not in err
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--database-url", "--stomp-url", "--destination", "--metrics-port", "status"):
+        assert flag in out
+
+
+def test_secrets_may_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "db").write_text("postgresql://m:pw@db/machinedb\n")
+    (tmp_path / "mq").write_text("stomp://u:p@mq:61613")
+    config = load(
+        monkeypatch,
+        {"DATABASE_URL_FILE": str(tmp_path / "db"), "STOMP_URL_FILE": str(tmp_path / "mq")},
+        [],
+    )
+    assert config.database_url == "postgresql://m:pw@db/machinedb"
+    assert config.broker.username == "u"
