@@ -14,7 +14,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Subnet:
     """One row of ``subnet`` with ``dhcp_enabled`` true."""
 
@@ -29,7 +29,7 @@ class Subnet:
     lease_time: int | None  # seconds
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Interface:
     """One interface with an ``ip`` whose host is enabled: a candidate reservation."""
 
@@ -41,7 +41,7 @@ class Interface:
     ip: IPAddress
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Inventory:
     """A consistent snapshot: everything one render needs."""
 

@@ -24,9 +24,13 @@ def render(inventory: model.Inventory, *, options: render_options.RenderOptions)
     lines = [*HEADER, "", *_global_statements(options)]
     for subnet in sorted(inventory.subnets, key=lambda s: (int(s.network.network_address), s.id)):
         lines += ["", *_subnet_block(subnet)]
-    for interface in sorted(inventory.interfaces, key=lambda i: (int(quote.ipv4(i.ip)), i.mac)):
-        lines += ["", *_host_block(interface)]
+    hosts = sorted(inventory.interfaces, key=_host_order)
+    lines += [_host_block(interface) for interface in hosts]
     return "\n".join(lines) + "\n"
+
+
+def _host_order(interface: model.Interface) -> tuple[int, str]:
+    return int(quote.ipv4(interface.ip)), interface.mac
 
 
 def _global_statements(options: render_options.RenderOptions) -> list[str]:
@@ -60,12 +64,13 @@ def _subnet_block(subnet: model.Subnet) -> list[str]:
     return [head, *(INDENT + line for line in body), "}"]
 
 
-def _host_block(interface: model.Interface) -> list[str]:
-    name = quote.host_declaration_name(interface.hostname, interface.mac)
-    return [
-        f"host {name} {{",
-        f"{INDENT}hardware ethernet {quote.hardware_address(interface.mac)};",
-        f"{INDENT}fixed-address {quote.ipv4(interface.ip)};",
-        f"{INDENT}option host-name {quote.isc_string(interface.hostname)};",
-        "}",
-    ]
+def _host_block(interface: model.Interface) -> str:
+    """One host block and the blank line before it, as one string (not six list items)."""
+    name, mac = quote.host_declaration(interface.hostname, interface.mac)
+    return (
+        f"\nhost {name} {{\n"
+        f"{INDENT}hardware ethernet {mac};\n"
+        f"{INDENT}fixed-address {quote.ipv4_text(interface.ip)};\n"
+        f"{INDENT}option host-name {quote.isc_string(interface.hostname)};\n"
+        "}"
+    )

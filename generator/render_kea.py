@@ -29,7 +29,45 @@ def render(inventory: model.Inventory, *, options: render_options.RenderOptions)
             "subnet4": _subnets(inventory),
         }
     }
-    return json.dumps(config, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    return _dumps(config) + "\n"
+
+
+def _dumps(value: Any, indent: str = "") -> str:
+    """``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True)``, but faster.
+
+    With ``indent`` json falls back to its pure-Python encoder (a generator per
+    container, ~6 µs a reservation). This writes the same bytes for the types a
+    config holds, quoting every string with json's own (C) escaper, and refuses any
+    other type.
+    """
+    if isinstance(value, str):  # first: most values are
+        return _quote(value)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = indent + "  "
+        # _quote raises TypeError for a key that is not a string.
+        items = [f"{inner}{_quote(k)}: {_dumps(v, inner)}" for k, v in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = indent + "  "
+        items = [inner + _dumps(item, inner) for item in value]
+        return "[\n" + ",\n".join(items) + f"\n{indent}]"
+    return _scalar(value)
+
+
+_quote = json.encoder.encode_basestring_ascii  # what json.dumps(ensure_ascii=True) uses
+_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
+def _scalar(value: Any) -> str:
+    if value is True or value is False or value is None:
+        return _CONSTANTS[value]
+    if isinstance(value, int):
+        return int.__repr__(value)  # as json does: an int subclass prints its digits
+    raise TypeError(f"cannot write {type(value).__name__} into a Kea config")
 
 
 def _global_settings(options: render_options.RenderOptions) -> JSON:
@@ -76,8 +114,7 @@ def _subnet(subnet: model.Subnet, interfaces: list[model.Interface]) -> JSON:
         "reservations-in-subnet": True,
         "reservations-out-of-pool": True,
         "reservations": [
-            _reservation(interface)
-            for interface in sorted(interfaces, key=lambda i: int(quote.ipv4(i.ip)))
+            _reservation(interface) for interface in sorted(interfaces, key=_address_order)
         ],
     }
     if subnet.pool_start is not None and subnet.pool_end is not None:
@@ -88,6 +125,10 @@ def _subnet(subnet: model.Subnet, interfaces: list[model.Interface]) -> JSON:
         for key in ("valid-lifetime", "min-valid-lifetime", "max-valid-lifetime"):
             entry[key] = subnet.lease_time
     return entry
+
+
+def _address_order(interface: model.Interface) -> int:
+    return int(quote.ipv4(interface.ip))
 
 
 def _option_data(subnet: model.Subnet) -> list[JSON]:
@@ -110,6 +151,6 @@ def _reservation(interface: model.Interface) -> JSON:
         raise errors.UnsafeValue(f"interface {interface.id}: host name is not RFC 1123")
     return {
         "hw-address": quote.hardware_address(interface.mac),
-        "ip-address": str(quote.ipv4(interface.ip)),
+        "ip-address": quote.ipv4_text(interface.ip),
         "hostname": interface.hostname,
     }

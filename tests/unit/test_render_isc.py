@@ -211,3 +211,44 @@ def test_render_refuses_what_validate_would_have_removed() -> None:
         render_isc.render(
             model.Inventory(subnets=(subnet(2, "2001:db8::/64"),), interfaces=()), options=OPTIONS
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(map(chr, range(0x20, 0x7F))),  # every printable ASCII character
+        "plain.example.com",
+        "a" * quote.MAX_STRING_BYTES,
+        " leading and trailing ",
+    ],
+)
+def test_isc_string_fast_path_agrees_with_escaping(text: str) -> None:
+    # Escape byte by byte, as dhcpd reads it: the fast path must give the same literal.
+    escaped = "".join(
+        "\\" + chr(b) if chr(b) in '"\\' else chr(b) if 0x20 <= b <= 0x7E else f"\\{b:03o}"
+        for b in text.encode("utf-8")
+    )
+    assert quote.isc_string(text) == f'"{escaped}"'
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0", "10.0.0.1", "10.0.1.1", "192.168.255.254", "255.255.255.255"]
+)
+def test_ipv4_text_is_str_of_the_address(address: str) -> None:
+    assert quote.ipv4_text(ipaddress.IPv4Address(address)) == address
+
+
+def test_ipv4_text_refuses_ipv6() -> None:
+    with pytest.raises(errors.UnsafeValue):
+        quote.ipv4_text(ipaddress.IPv6Address("::1"))
+
+
+def test_host_declaration_checks_the_name_then_the_mac() -> None:
+    assert quote.host_declaration("Web1", "02-AB-00-00-00-01") == (
+        "web1-02-ab-00-00-00-01",
+        "02:ab:00:00:00:01",
+    )
+    with pytest.raises(errors.UnsafeValue, match="host name"):
+        quote.host_declaration("a b", "not a mac")
+    with pytest.raises(errors.UnsafeValue, match="MAC"):
+        quote.host_declaration("web1", "not a mac")

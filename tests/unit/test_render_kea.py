@@ -7,6 +7,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from generator import errors, model, render, render_kea, render_options, validate
 from tests.unit.conftest import Checker, Golden
@@ -128,3 +130,22 @@ def test_kea_check_needs_the_interfaces_to_exist_on_this_host(kea_check: Checker
     with pytest.raises(errors.ConfigRejected, match="mdbnoexist0"):
         kea_check(sample_json(options))
     kea_check(sample_json(render_options.RenderOptions(interfaces=("lo",))))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(value=json_values)
+def test_dumps_writes_what_json_dumps_writes(value: object) -> None:
+    expected = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True)
+    assert render_kea._dumps(value) == expected
+
+
+@pytest.mark.parametrize("value", [1.5, {"a": (1, 2)}, {1: "a"}, [b"x"]])
+def test_dumps_refuses_types_a_config_does_not_hold(value: object) -> None:
+    with pytest.raises(TypeError):
+        render_kea._dumps(value)

@@ -316,3 +316,48 @@ def test_checked_inventory_is_a_new_value() -> None:
     validate.check(original)
     assert original == sample()
     assert dataclasses.is_dataclass(validate.check(original).problems[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("02:ab:00:00:00:01", "02:ab:00:00:00:01"),  # already canonical: the fast path
+        ("02:Ab:00:00:00:01", "02:ab:00:00:00:01"),
+        ("02-ab-00-00-00-01", "02:ab:00:00:00:01"),
+        ("02:ab:00:00:00:01:", None),
+        (" 02:ab:00:00:00:01", None),
+    ],
+)
+def test_canonical_mac_with_and_without_the_fast_path(text: str, canonical: str | None) -> None:
+    assert validate.canonical_mac(text) == canonical
+
+
+def test_canonical_rows_are_kept_without_a_copy() -> None:
+    canonical = interface(1, "a", "02:00:00:00:00:01", "10.0.0.5")
+    upper = interface(2, "b", "02:00:00:00:00:0A", "10.0.0.6")
+    kept = validate.check(model.Inventory(subnets=(LAN,), interfaces=(canonical, upper)))
+    first, second = kept.inventory.interfaces
+    assert first is canonical
+    assert second == dataclasses.replace(upper, mac="02:00:00:00:00:0a")
+
+
+def test_subnet_index_finds_by_address() -> None:
+    p2p = subnet(2, "10.9.0.0/31")
+    index = validate.SubnetIndex([p2p, LAN])
+    address = ipaddress.IPv4Address
+    for ip, found in [
+        ("9.255.255.255", None),
+        ("10.0.0.0", LAN),
+        ("10.0.0.255", LAN),
+        ("10.0.1.0", None),
+        ("10.9.0.1", p2p),
+        ("10.9.0.2", None),
+    ]:
+        assert index.find(address(ip)) == found
+    assert index.find(ipaddress.IPv6Address("::a00:5")) is None
+    span = index.span(int(address("10.0.0.5")))
+    assert span is not None and span.subnet == LAN
+    assert (span.first, span.last, span.broadcast) == (0x0A000000, 0x0A0000FF, 0x0A0000FF)
+    assert (span.pool.start, span.pool.stop) == (0x0A000064, 0x0A0000C9)  # .100 to .200
+    p2p_span = index.span(int(address("10.9.0.0")))
+    assert p2p_span is not None and p2p_span.broadcast is None and not p2p_span.pool

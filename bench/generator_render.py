@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Benchmark one generator pass: read + validate + render + write, for N hosts.
+
+Starts its own PostgreSQL (fsync on) with scripts/services.py, loads N hosts with one
+interface each, then measures every N in a fresh child process so its peak RSS is its
+own. The real checkers (dhcpd -t, kea-dhcp4 -t) are timed separately.
+
+    .venv/bin/python bench/generator_render.py [--hosts 1000 10000 100000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+
+from generator import apply, read, render, settings, syntax_check, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import services  # noqa: E402  (scripts/services.py)
+
+HOSTS_PER_SUBNET = 30_000
+
+LOAD = """
+SET session_replication_role = replica;  -- bulk load: skip capture triggers
+INSERT INTO subnet (id, name, network, gateway, domain_name, dns_servers, pool_start, pool_end,
+                    lease_time)
+SELECT s, 'bench' || s, ('10.' || (100 + s) || '.0.0/16')::cidr,
+       ('10.' || (100 + s) || '.0.1')::inet,
+       'bench' || s || '.example.org', ARRAY[('10.' || (100 + s) || '.0.2')::inet],
+       ('10.' || (100 + s) || '.255.1')::inet, ('10.' || (100 + s) || '.255.200')::inet, 3600
+FROM generate_series(1, :subnets) AS s;
+INSERT INTO host (id, hostname, description)
+SELECT i, 'host' || i, 'benchmark host ' || i FROM generate_series(1, :hosts) AS i;
+INSERT INTO interface (host_id, name, mac, ip)
+SELECT i, 'eth0',
+       ('02:00:' || lpad(to_hex((i >> 24) & 255), 2, '0')
+        || ':' || lpad(to_hex((i >> 16) & 255), 2, '0')
+        || ':' || lpad(to_hex((i >> 8) & 255), 2, '0')
+        || ':' || lpad(to_hex(i & 255), 2, '0'))::macaddr,
+       ('10.' || (101 + (i - 1) / 30000) || '.' || (1 + ((i - 1) % 30000) / 240) || '.'
+        || (10 + (i - 1) % 240))::inet
+FROM generate_series(1, :hosts) AS i;
+SET session_replication_role = origin;
+ANALYZE;
+"""
+
+
+def migrate(url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+def parent(args: argparse.Namespace) -> int:
+
+    state = Path(tempfile.mkdtemp(prefix="bench-gen-"))
+    cluster = services.PostgresCluster(state / "pg", fsync=True)
+    cluster.start()
+    rows = []
+    try:
+        for hosts in args.hosts:
+            name = f"bench_{hosts}"
+            with psycopg.connect(cluster.url(), autocommit=True) as conn:
+                conn.execute(f"CREATE DATABASE {name}")
+            url = cluster.url(name)
+            migrate(url)
+            subnets = max(1, -(-hosts // HOSTS_PER_SUBNET))
+            started = time.monotonic()
+            with psycopg.connect(url, autocommit=True) as conn:
+                sql = LOAD.replace(":subnets", str(subnets)).replace(":hosts", str(hosts))
+                conn.execute(sql.encode())
+            print(f"loaded {hosts} hosts in {time.monotonic() - started:.1f} s", file=sys.stderr)
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    url,
+                    "--repeat",
+                    str(args.repeat),
+                    "--hosts",
+                    str(hosts),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rows.append(json.loads(child.stdout))
+    finally:
+        cluster.destroy()
+        shutil.rmtree(state, ignore_errors=True)
+    print(
+        "| hosts | read | validate | render | write | total (median) | total (first) "
+        "| peak RSS | dhcpd -t | kea-dhcp4 -t |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['hosts']:,} | {r['read']:.0f} ms | {r['validate']:.0f} ms | {r['render']:.0f} ms"
+            f" | {r['write']:.0f} ms | **{r['total']:.0f} ms** | {r['first']:.0f} ms"
+            f" | {r['rss_mb']:.0f} MB | {r['dhcpd']:.0f} ms | {r['kea']:.0f} ms |"
+        )
+    return 0
+
+
+def child(url: str, *, hosts: int, repeat: int) -> int:
+    engine = read.make_engine(url)
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-out-"))
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("read", "validate", "render", "write", "total")
+    }
+    texts: dict[str, str] = {}
+    for _ in range(repeat + 1):
+        inventory = checked = text = None  # type: ignore[assignment]  # free the last pass
+        t0 = time.perf_counter()
+        inventory = read.read_inventory(engine)
+        t1 = time.perf_counter()
+        checked = validate.check(inventory)
+        t2 = time.perf_counter()
+        text = render.render(checked.inventory, fmt="isc")
+        t3 = time.perf_counter()
+        target = out_dir / "dhcpd.conf"
+        target.unlink(missing_ok=True)
+        config = settings.ApplySettings(fmt="isc", output=target, syntax_check=False)
+        outcome = apply.apply(text, config=config)
+        t4 = time.perf_counter()
+        assert outcome.changed and outcome.reservations == hosts, outcome
+        for key, value in zip(
+            ("read", "validate", "render", "write", "total"),
+            (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0),
+            strict=True,
+        ):
+            samples[key].append(value * 1000)
+    texts["isc"] = text
+    # peak RSS of the ISC passes (the Kea render below holds a JSON tree on top)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    texts["kea"] = render.render(checked.inventory, fmt="kea")
+    checks = {}
+    for fmt in ("isc", "kea"):
+        path = out_dir / f"check.{fmt}"
+        path.write_text(texts[fmt])
+        started = time.perf_counter()
+        result = syntax_check.check(path, fmt=fmt)  # type: ignore[arg-type]
+        checks[fmt] = float("nan") if result.skipped else (time.perf_counter() - started) * 1000
+    first = samples["total"][0]
+    result_row = {k: statistics.median(v[1:]) for k, v in samples.items()}
+    result_row.update(
+        hosts=hosts,
+        first=first,
+        rss_mb=rss_mb,
+        dhcpd=checks["isc"],
+        kea=checks["kea"],
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print(json.dumps(result_row))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--child", metavar="DATABASE_URL")
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, hosts=args.hosts[0], repeat=args.repeat)
+    return parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

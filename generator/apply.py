@@ -1,0 +1,261 @@
+"""Put a rendered config in place safely, and load it only when its bytes changed.
+
+The candidate is written next to the target (same file system), fsynced, checked by
+the real server's checker, then renamed over the target in one atomic step; the old
+file stays as ``<file>.prev``. If the reload fails, the previous file is put back and
+reloaded. A render that would remove more than a set share of the reservations is
+refused unless forced: an empty query result must never wipe DHCP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator import errors, kea_control, render, settings, syntax_check
+
+logger = logging.getLogger(__name__)
+
+PREV_SUFFIX = ".prev"
+CANDIDATE_SUFFIX = ".candidate"
+DEFAULT_MODE = 0o644
+OUTPUT_LIMIT = 2000  # characters of a failed reload command's output kept for the report
+
+
+class WipeRefused(errors.GeneratorError):
+    """The render would remove too large a share of the reservations."""
+
+
+class ReloadFailed(errors.GeneratorError):
+    """The server did not take the new file; the previous one was put back."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What an apply did."""
+
+    changed: bool  # the file on disk now has new bytes
+    reloaded: bool  # the server was told to load them
+    reservations: int  # in the file now in place
+    previous_reservations: int
+
+
+def count_reservations(text: str | None, *, fmt: render.Format) -> int:
+    """Reservations in a rendered file (0 for None or a file we cannot read)."""
+    if not text:
+        return 0
+    if fmt == "isc":
+        return sum(1 for line in text.splitlines() if line.startswith("host "))
+    try:
+        subnets = json.loads(text)["Dhcp4"]["subnet4"]
+        return sum(len(subnet.get("reservations", ())) for subnet in subnets)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0
+
+
+def read_current(target: Path) -> str | None:
+    """The file now in place, or None if there is none yet."""
+    try:
+        return target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def check_removal(*, current: int, new: int, max_share: float, force: bool, target: Path) -> None:
+    """Raise ``WipeRefused`` when ``new`` drops more than ``max_share`` of ``current``."""
+    if current == 0 or new >= current:
+        return
+    removed = current - new
+    if removed / current <= max_share:
+        return
+    message = (
+        f"refusing to write {target}: it would remove {removed} of {current} reservations"
+        f" ({removed / current:.0%}, limit {max_share:.0%}); use --force if this is intended"
+    )
+    if force:
+        logger.warning("%s; forced", message, extra={"action": "wipe_forced"})
+        return
+    raise WipeRefused(message)
+
+
+def apply(text: str, *, config: settings.ApplySettings) -> Outcome:
+    """Make ``text`` the config at ``config.output`` and reload if it changed."""
+    target = config.output
+    current = read_current(target)
+    fmt = config.fmt
+    new_count = count_reservations(text, fmt=fmt)
+    old_count = count_reservations(current, fmt=fmt)
+    if current == text:
+        logger.debug("%s unchanged", target)
+        return Outcome(
+            changed=False, reloaded=False, reservations=new_count, previous_reservations=old_count
+        )
+    check_removal(
+        current=old_count,
+        new=new_count,
+        max_share=config.max_removal_share,
+        force=config.force,
+        target=target,
+    )
+    candidate = _write_candidate(text, target=target)
+    try:
+        if config.syntax_check:
+            syntax_check.check(candidate, fmt=fmt)
+        _keep_previous(target)
+        os.replace(candidate, target)
+    finally:
+        candidate.unlink(missing_ok=True)
+    _fsync_directory(target.parent)
+    logger.debug(
+        "wrote %s: %d reservations (was %d)",
+        target,
+        new_count,
+        old_count,
+        extra={"action": "written", "reservations": new_count},
+    )
+    _reload_or_restore(config, had_previous=current is not None)
+    return Outcome(
+        changed=True,
+        reloaded=bool(config.reload_command or _uses_kea_socket(config)),
+        reservations=new_count,
+        previous_reservations=old_count,
+    )
+
+
+def remove_stale_candidates(target: Path) -> int:
+    """Delete candidates a crashed run left next to ``target``; return how many."""
+    removed = 0
+    for stale in target.parent.glob(f".{target.name}.*{CANDIDATE_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d stale candidate files next to %s", removed, target)
+    return removed
+
+
+def _write_candidate(text: str, *, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=CANDIDATE_SUFFIX, dir=target.parent
+    )
+    candidate = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = DEFAULT_MODE
+        os.chmod(candidate, mode)
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    return candidate
+
+
+def _keep_previous(target: Path) -> None:
+    """Hard-link the current file as ``<file>.prev`` (atomically replacing the old one)."""
+    if not target.exists():
+        return
+    previous = _previous_path(target)
+    staging = previous.with_name(previous.name + ".tmp")
+    staging.unlink(missing_ok=True)
+    os.link(target, staging)
+    os.replace(staging, previous)
+
+
+def _restore_previous(target: Path) -> None:
+    previous = _previous_path(target)
+    staging = target.with_name(f".{target.name}.restore")
+    staging.unlink(missing_ok=True)
+    os.link(previous, staging)
+    os.replace(staging, target)
+    _fsync_directory(target.parent)
+
+
+def _previous_path(target: Path) -> Path:
+    return target.with_name(target.name + PREV_SUFFIX)
+
+
+def _reload_or_restore(config: settings.ApplySettings, *, had_previous: bool) -> None:
+    try:
+        reload(config)
+    except ReloadFailed as first:
+        if not had_previous:
+            raise
+        logger.error(
+            "reload failed, restoring the previous %s: %s",
+            config.output,
+            first,
+            extra={"action": "reload_failed"},
+        )
+        _restore_previous(config.output)
+        try:
+            reload(config)
+        except ReloadFailed as second:
+            raise ReloadFailed(
+                f"{first}; previous file restored, but reloading it failed too: {second}"
+            ) from second
+        logger.info(
+            "previous %s restored and reloaded", config.output, extra={"action": "restored"}
+        )
+        raise ReloadFailed(f"{first}; previous file restored and reloaded") from first
+
+
+def reload(config: settings.ApplySettings) -> None:
+    """Tell the server to load the file: the reload command, then Kea's control socket."""
+    if config.reload_command:
+        _run_reload_command(config)
+    if config.kea_control_socket and _uses_kea_socket(config):
+        try:
+            kea_control.config_reload(config.kea_control_socket)
+        except kea_control.ControlError as exc:
+            raise ReloadFailed(str(exc)) from exc
+    if config.reload_command or _uses_kea_socket(config):
+        logger.info("reloaded %s", config.output, extra={"action": "reloaded"})
+
+
+def _uses_kea_socket(config: settings.ApplySettings) -> bool:
+    return config.fmt == "kea" and bool(config.kea_control_socket)
+
+
+def _run_reload_command(config: settings.ApplySettings) -> None:
+    argv = list(config.reload_command)
+    env = {**os.environ, "DHCP_CONFIG": str(config.output), "DHCP_FORMAT": config.fmt}
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=config.reload_timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ReloadFailed(
+            f"reload command {argv[0]} did not finish within {config.reload_timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        raise ReloadFailed(f"reload command {argv[0]} could not run: {exc}") from exc
+    if done.returncode != 0:
+        output = done.stdout.decode("utf-8", errors="replace").strip()[-OUTPUT_LIMIT:]
+        last = output.splitlines()[-1] if output else "no output"
+        raise ReloadFailed(f"reload command {argv[0]} exited {done.returncode}: {last}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on directories
+            os.fsync(fd)
+    finally:
+        os.close(fd)

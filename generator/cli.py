@@ -1,0 +1,217 @@
+"""``dhcp-generator``: render the DHCP server config from the machine database.
+
+The environment is read here, once, into a frozen ``Settings``; flags win over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from generator import apply, daemon, errors, read, render, render_options, settings
+from generator import metrics as metrics_module
+from machinedb import daemon as machinedb_daemon
+from machinedb import db_url, logs, stomp_url
+
+logger = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dhcp-generator",
+        description=(
+            "Render dhcpd.conf or kea-dhcp4.conf from the machine database, apply it"
+            " atomically and reload the server when it changed. Runs as a daemon woken"
+            " by change messages unless --once or --dry-run is given."
+        ),
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="render and apply once, then exit")
+    mode.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print a unified diff against the current file and change nothing",
+    )
+    parser.add_argument("--format", choices=render.FORMATS, default="isc", dest="fmt")
+    parser.add_argument("--output", type=Path, help="config file (default: by format)")
+    parser.add_argument(
+        "--reload-command",
+        help="command run after the file changed, e.g. 'systemctl restart isc-dhcp-server'"
+        " (split like a shell would, run without one; gets DHCP_CONFIG in its environment)",
+    )
+    parser.add_argument(
+        "--kea-control-socket",
+        help="Kea: render this control socket and send config-reload through it on change",
+    )
+    parser.add_argument(
+        "--kea-lease-file",
+        default=render_options.KEA_LEASE_FILE,
+        help="Kea: memfile lease database to render (default %(default)s)",
+    )
+    parser.add_argument(
+        "--interface",
+        action="append",
+        default=[],
+        help="Kea: interface to serve (repeatable)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="apply even when the wipe guard would refuse"
+    )
+    parser.add_argument(
+        "--max-removal-share",
+        type=_share,
+        default=settings.MAX_REMOVAL_SHARE,
+        help="refuse a render that removes more than this share of the reservations"
+        " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-syntax-check",
+        action="store_true",
+        help="do not run dhcpd -t / kea-dhcp4 -t on the candidate",
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--database-url", help="machine database (env DATABASE_URL)")
+    parser.add_argument("--stomp-url", help="broker(s), comma-separated (env STOMP_URL)")
+    parser.add_argument("--destination", help="change topic (env CDC_DESTINATION)")
+    parser.add_argument("--consumer", help="durable consumer name (env DHCP_CONSUMER)")
+    parser.add_argument("--prefetch", type=_positive_int, default=settings.PREFETCH)
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=settings.COALESCE_WINDOW,
+        help="seconds between renders during a burst (default %(default)s)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    return parser
+
+
+def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.Settings:
+    """Flags first, then the environment; ValueError with a one-line reason."""
+    database_url = args.database_url or env.get("DATABASE_URL")
+    if not database_url:
+        raise ValueError(
+            "DATABASE_URL is not set (e.g. postgresql://machinedb@localhost/machinedb)"
+        )
+    db_url.psycopg_url(database_url)  # validates the scheme
+    stomp = args.stomp_url or env.get("STOMP_URL")
+    if stomp is not None:
+        stomp_url.parse(stomp)
+    destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION
+    consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
+    fmt: render.Format = args.fmt
+    options = render_options.RenderOptions(
+        interfaces=tuple(args.interface),
+        lease_file=args.kea_lease_file,
+        **({"control_socket": args.kea_control_socket} if args.kea_control_socket else {}),
+    )
+    return settings.Settings(
+        database_url=database_url,
+        stomp_url=stomp,
+        queue=settings.consumer_queue(destination, consumer_name),
+        prefetch=args.prefetch,
+        window=args.window,
+        metrics_port=args.metrics_port,
+        apply=settings.ApplySettings(
+            fmt=fmt,
+            output=args.output or Path(settings.DEFAULT_OUTPUT[fmt]),
+            reload_command=tuple(shlex.split(args.reload_command or "")),
+            kea_control_socket=args.kea_control_socket,
+            force=args.force,
+            max_removal_share=args.max_removal_share,
+            syntax_check=not args.no_syntax_check,
+            options=options,
+        ),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, json=args.log_json)
+    try:
+        config = load_settings(args, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc).splitlines()[0])
+    metrics = metrics_module.Metrics()
+    if args.dry_run:
+        return _dry_run(config)
+    if args.once:
+        apply.remove_stale_candidates(config.apply.output)
+        engine = read.make_engine(config.database_url)
+        try:
+            ok = daemon.render_pass(engine, config=config.apply, metrics=metrics) is not None
+        finally:
+            engine.dispose()
+        return 0 if ok else EXIT_FAILED
+    return _serve(config, metrics)
+
+
+def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
+    if config.metrics_port is not None:
+        try:
+            metrics.serve(config.metrics_port)
+        except OSError as exc:
+            return _fail(f"cannot serve metrics on port {config.metrics_port}: {exc}")
+    try:
+        with machinedb_daemon.StopSignal() as stop:
+            daemon.run(config, stop=stop.event, metrics=metrics)
+    except daemon.StartupError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _dry_run(config: settings.Settings) -> int:
+    engine = read.make_engine(config.database_url)
+    try:
+        text, _ = daemon.prepare(engine, config=config.apply, metrics=metrics_module.Metrics())
+    except errors.GeneratorError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.dispose()
+    target = config.apply.output
+    current = apply.read_current(target) or ""
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        fromfile=str(target),
+        tofile=f"{target} (rendered)",
+    )
+    try:
+        sys.stdout.writelines(diff)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _fail(reason: str) -> int:
+    print(f"dhcp-generator: {reason.splitlines()[0] if reason else 'failed'}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""What the generator runs with: read once by the CLI, passed down explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator import render, render_options
+
+DEFAULT_DESTINATION = "/topic/VirtualTopic.machinedb.changes"
+DEFAULT_CONSUMER = "dhcp"
+DEFAULT_OUTPUT = {"isc": "/etc/dhcp/dhcpd.conf", "kea": "/etc/kea/kea-dhcp4.conf"}
+# ActiveMQ stops dispatching once this many messages are unacknowledged, and a
+# message is acknowledged only after the render that covers it: so one render covers
+# at most this many messages. 1000 keeps a 10,000-change burst to about ten renders
+# while holding at most ~1000 small frames in memory.
+PREFETCH = 1000  # messages
+COALESCE_WINDOW = 1.0  # seconds between the end of a render and the next one
+MAX_REMOVAL_SHARE = 0.5  # of the reservations in the current file
+RELOAD_TIMEOUT = 60.0  # seconds
+
+_TOPIC_PREFIX = "/topic/VirtualTopic."
+
+
+def consumer_queue(destination: str, consumer: str) -> str:
+    """The durable queue ActiveMQ fills for ``consumer`` from the virtual topic.
+
+    ``/topic/VirtualTopic.X`` becomes ``/queue/Consumer.<consumer>.VirtualTopic.X``.
+    """
+    if not destination.startswith(_TOPIC_PREFIX) or len(destination) == len(_TOPIC_PREFIX):
+        raise ValueError(
+            f"CDC_DESTINATION {destination!r} must look like {_TOPIC_PREFIX}<name>"
+            " (a virtual topic, so each generator gets its own durable queue)"
+        )
+    if not consumer or any(c in consumer for c in "./*>, \t"):
+        raise ValueError(f"DHCP_CONSUMER {consumer!r} must be a plain name (e.g. dhcp)")
+    return f"/queue/Consumer.{consumer}.{destination[len('/topic/') :]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplySettings:
+    """Where and how a rendered config is written and loaded."""
+
+    fmt: render.Format
+    output: Path
+    reload_command: tuple[str, ...] = ()  # argv; empty means no reload command
+    kea_control_socket: str | None = None  # also send Kea config-reload here
+    force: bool = False
+    max_removal_share: float = MAX_REMOVAL_SHARE
+    syntax_check: bool = True
+    reload_timeout: float = RELOAD_TIMEOUT
+    options: render_options.RenderOptions = field(default_factory=render_options.RenderOptions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the daemon needs; secrets stay inside the URLs."""
+
+    database_url: str
+    stomp_url: str | None
+    queue: str
+    apply: ApplySettings
+    prefetch: int = PREFETCH
+    window: float = COALESCE_WINDOW
+    metrics_port: int | None = None

@@ -1,0 +1,171 @@
+"""Applying a rendered file: atomic write, previous kept, reload only on change,
+restore on a failed reload, and the wipe guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator import apply, errors, settings, syntax_check
+
+
+def host_block(n: int) -> str:
+    return f"host h{n}-x {{\n  fixed-address 10.0.0.{n};\n}}\n"
+
+
+def isc_text(hosts: int) -> str:
+    return "# header\n" + "".join(host_block(n) for n in range(1, hosts + 1))
+
+
+def recorder(tmp_path: Path, *, exit_code: int = 0) -> tuple[tuple[str, ...], Path]:
+    """A reload command that appends the config it sees to a log, then exits."""
+    log = tmp_path / "reloads.log"
+    script = (
+        "import os, sys; "
+        f"open({str(log)!r}, 'a').write(open(os.environ['DHCP_CONFIG']).read() + '\\x00'); "
+        f"sys.exit({exit_code})"
+    )
+    return (sys.executable, "-c", script), log
+
+
+def reloads(log: Path) -> list[str]:
+    if not log.exists():
+        return []
+    return log.read_text().split("\x00")[:-1]
+
+
+def config_for(tmp_path: Path, **overrides: object) -> settings.ApplySettings:
+    values: dict[str, object] = {
+        "fmt": "isc",
+        "output": tmp_path / "dhcpd.conf",
+        "syntax_check": False,
+    }
+    values.update(overrides)
+    return settings.ApplySettings(**values)  # type: ignore[arg-type]
+
+
+def test_first_write_creates_file_and_reloads(tmp_path: Path) -> None:
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command)
+    outcome = apply.apply(isc_text(3), config=config)
+    assert outcome.changed and outcome.reloaded
+    assert outcome.reservations == 3
+    assert config.output.read_text() == isc_text(3)
+    assert oct(config.output.stat().st_mode & 0o777) == oct(apply.DEFAULT_MODE)
+    assert reloads(log) == [isc_text(3)]
+    assert not (tmp_path / "dhcpd.conf.prev").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf", "reloads.log"]
+
+
+def test_same_bytes_do_not_reload(tmp_path: Path) -> None:
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command)
+    apply.apply(isc_text(3), config=config)
+    before = config.output.stat().st_ino
+    outcome = apply.apply(isc_text(3), config=config)
+    assert not outcome.changed and not outcome.reloaded
+    assert len(reloads(log)) == 1
+    assert config.output.stat().st_ino == before  # not even rewritten
+
+
+def test_change_keeps_previous_and_keeps_mode(tmp_path: Path) -> None:
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command)
+    apply.apply(isc_text(3), config=config)
+    config.output.chmod(0o640)
+    outcome = apply.apply(isc_text(4), config=config)
+    assert outcome.changed and outcome.previous_reservations == 3
+    assert config.output.read_text() == isc_text(4)
+    assert (tmp_path / "dhcpd.conf.prev").read_text() == isc_text(3)
+    assert config.output.stat().st_mode & 0o777 == 0o640
+    assert reloads(log) == [isc_text(3), isc_text(4)]
+
+
+def test_failed_reload_restores_previous_and_reloads_it(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    apply.apply(isc_text(3), config=config)
+    command, log = recorder(tmp_path, exit_code=3)
+    failing = config_for(tmp_path, reload_command=command)
+    with pytest.raises(apply.ReloadFailed, match="exited 3") as info:
+        apply.apply(isc_text(4), config=failing)
+    assert "restored" in str(info.value)
+    assert config.output.read_text() == isc_text(3)
+    # the new file was tried first, then the restored previous one
+    assert reloads(log) == [isc_text(4), isc_text(3)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_reload_command_is_a_reload_failure(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    apply.apply(isc_text(3), config=config)
+    broken = config_for(tmp_path, reload_command=(str(tmp_path / "no-such-command"),))
+    with pytest.raises(apply.ReloadFailed, match="could not run"):
+        apply.apply(isc_text(4), config=broken)
+    assert config.output.read_text() == isc_text(3)
+
+
+def test_rejected_candidate_leaves_target_untouched(tmp_path: Path) -> None:
+    """The real dhcpd -t refuses the candidate: nothing is renamed, nothing reloaded."""
+    if syntax_check.find_binary("dhcpd") is None:
+        pytest.skip("dhcpd is not installed")
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command, syntax_check=True)
+    good = "authoritative;\n"
+    apply.apply(good, config=config)
+    with pytest.raises(errors.ConfigRejected):
+        apply.apply("this is { not dhcpd\n", config=config)
+    assert config.output.read_text() == good
+    assert reloads(log) == [good]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf", "reloads.log"]
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "share", "refused"),
+    [
+        (10, 5, 0.5, False),  # exactly half removed: allowed
+        (10, 4, 0.5, True),
+        (10, 0, 0.5, True),
+        (10, 0, 1.0, False),
+        (0, 0, 0.5, False),  # nothing to lose
+        (3, 10, 0.0, False),  # growth is never refused
+    ],
+)
+def test_wipe_guard(tmp_path: Path, current: int, new: int, share: float, refused: bool) -> None:
+    config = config_for(tmp_path, max_removal_share=share)
+    apply.apply(isc_text(current), config=config)
+    if refused:
+        with pytest.raises(apply.WipeRefused, match="--force"):
+            apply.apply(isc_text(new), config=config)
+        assert config.output.read_text() == isc_text(current)
+    else:
+        apply.apply(isc_text(new), config=config)
+        assert config.output.read_text() == isc_text(new)
+
+
+def test_wipe_guard_yields_to_force(tmp_path: Path) -> None:
+    apply.apply(isc_text(10), config=config_for(tmp_path))
+    outcome = apply.apply(isc_text(1), config=config_for(tmp_path, force=True))
+    assert outcome.changed and outcome.reservations == 1
+
+
+def test_count_reservations_kea() -> None:
+    text = json.dumps(
+        {"Dhcp4": {"subnet4": [{"reservations": [{}, {}]}, {"reservations": [{}]}, {}]}}
+    )
+    assert apply.count_reservations(text, fmt="kea") == 3
+    assert apply.count_reservations("not json", fmt="kea") == 0
+    assert apply.count_reservations(None, fmt="isc") == 0
+
+
+def test_reload_command_is_not_run_through_a_shell(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    command = (sys.executable, "-c", "import sys; sys.exit(0)", f"; touch {marker}")
+    apply.apply(isc_text(1), config=config_for(tmp_path, reload_command=command))
+    assert not marker.exists()
+    assert shlex.split("a 'b c'") == ["a", "b c"]
+    assert os.path.exists(tmp_path / "dhcpd.conf")
