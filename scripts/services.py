@@ -16,12 +16,15 @@ import argparse
 import contextlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +34,8 @@ PG_BIN_CANDIDATES = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16
 PG_SUPERUSER = "postgres"
 START_DEADLINE = 90.0  # seconds; ActiveMQ needs ~15-20 s on a 2-core machine
 STOP_DEADLINE = 30.0  # seconds
+SECURE_USERS = ("relay", "generator", "admin")  # users of activemq-secure.xml
+CERT_VALIDITY = 30  # days; test and local certificates only
 
 
 class ServiceError(RuntimeError):
@@ -188,10 +193,101 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class ActiveMQBroker:
-    """An ActiveMQ Classic broker with a STOMP connector on 127.0.0.1:``port``."""
+@dataclass(frozen=True, kw_only=True)
+class Keystore:
+    """A broker key and self-signed certificate: PKCS12 for ActiveMQ, PEM for clients."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    path: Path  # PKCS12 keystore
+    password: str
+    cert_pem: Path  # the certificate, which clients use as their CA file
+
+
+def make_keystore(
+    directory: Path,
+    *,
+    password: str | None = None,
+    hostnames: tuple[str, ...] = ("localhost",),
+    addresses: tuple[str, ...] = ("127.0.0.1",),
+    name: str = "broker",
+) -> Keystore:
+    """Create ``DIR/<name>.p12`` (a new EC key, self-signed for ``hostnames`` and
+    ``addresses``) with ``keytool``, and export its certificate to ``DIR/<name>.pem``.
+
+    The password reaches keytool through its environment, never its command line.
+    """
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise ServiceError("keytool not found (apt-get install default-jre-headless)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    password = password or secrets.token_urlsafe(18)
+    store, pem = directory / f"{name}.p12", directory / f"{name}.pem"
+    store.unlink(missing_ok=True)
+    san = ",".join([*(f"dns:{h}" for h in hostnames), *(f"ip:{a}" for a in addresses)])
+    env = {**os.environ, "MACHINEDB_STOREPASS": password}
+    common = [
+        "-storetype",
+        "PKCS12",
+        "-keystore",
+        str(store),
+        "-storepass:env",
+        "MACHINEDB_STOREPASS",
+    ]
+    steps = [
+        [keytool, "-genkeypair", "-alias", name, "-keyalg", "EC", "-groupname", "secp256r1",
+         "-sigalg", "SHA256withECDSA", "-validity", str(CERT_VALIDITY),
+         "-dname", f"CN={hostnames[0] if hostnames else name}, O=machinedb",
+         "-ext", f"SAN={san}", "-keypass:env", "MACHINEDB_STOREPASS", *common],
+        [keytool, "-exportcert", "-rfc", "-alias", name, "-file", str(pem), *common],
+    ]  # fmt: skip
+    for cmd in steps:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"keytool {cmd[1]} failed: {done.stdout}{done.stderr}".strip())
+    store.chmod(0o600)
+    return Keystore(path=store, password=password, cert_pem=pem)
+
+
+def _properties_value(value: str) -> str:
+    """``value`` escaped for a java.util.Properties file."""
+    if "${" in value:  # Spring would read it as a placeholder
+        raise ServiceError("a broker password must not contain '${'")
+    out = []
+    for i, char in enumerate(value):
+        if char == "\\":
+            out.append("\\\\")
+        elif char in "\n\r\t\f":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}[char])
+        elif (char == " " and i == 0) or char in "#!=:":
+            out.append("\\" + char)
+        elif not " " <= char <= "~":
+            units = char.encode("utf-16-be")  # astral characters become surrogate pairs
+            out.extend(f"\\u{units[k] << 8 | units[k + 1]:04x}" for k in range(0, len(units), 2))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class ActiveMQBroker:
+    """An ActiveMQ Classic broker with a STOMP connector on 127.0.0.1:``port``.
+
+    ``secure=True`` runs deploy/activemq/activemq-secure.xml instead: users ``relay``,
+    ``generator`` and ``admin`` (``passwords``, random ones when missing), an
+    authorization map, and a STOMP+TLS connector on 127.0.0.1:``ssl_port`` with
+    ``keystore`` (a fresh self-signed one when None). The passwords go to
+    ``conf/credentials.properties`` (mode 0600), never onto the JVM's command line.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        secure: bool = False,
+        passwords: Mapping[str, str] | None = None,
+        keystore: Keystore | None = None,
+        ssl_port: int | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.conf = self.directory / "conf"
         self.data = self.directory / "data"
@@ -200,10 +296,53 @@ class ActiveMQBroker:
         if port is None and self.port_file.exists():
             port = int(self.port_file.read_text())
         self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.secure = secure
+        self.passwords = {u: secrets.token_urlsafe(18) for u in SECURE_USERS} if secure else {}
+        self.passwords.update(passwords or {})
+        self.keystore = keystore
+        ssl_port_file = self.directory / "ssl_port"
+        if secure and ssl_port is None and ssl_port_file.exists():
+            ssl_port = int(ssl_port_file.read_text())
+        self.ssl_port = (ssl_port or free_port()) if secure else None
 
     @property
     def url(self) -> str:
         return f"stomp://127.0.0.1:{self.port}"
+
+    @property
+    def ssl_url(self) -> str:
+        """The STOMP+TLS connector (secure brokers only); add ``user:password@`` to use it."""
+        if self.ssl_port is None:
+            raise ServiceError("this broker has no TLS connector (secure=False)")
+        return f"stomp+ssl://127.0.0.1:{self.ssl_port}"
+
+    @property
+    def config_name(self) -> str:
+        return "activemq-secure.xml" if self.secure else "activemq.xml"
+
+    def _prepare_secure(self) -> list[str]:
+        """Write the keystore and credentials.properties; return the -D options (no secrets)."""
+        if self.ssl_port is None:
+            return []
+        if self.keystore is None:
+            self.keystore = make_keystore(self.directory / "tls")
+        lines = [
+            f"machinedb.{user}.password={_properties_value(pw)}"
+            for user, pw in sorted(self.passwords.items())
+        ]
+        lines.append(f"machinedb.ssl.keystore.password={_properties_value(self.keystore.password)}")
+        credentials = self.conf / "credentials.properties"
+        credentials.unlink(missing_ok=True)
+        fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="latin-1") as out:
+            out.write("\n".join(lines) + "\n")
+        (self.directory / "ssl_port").write_text(str(self.ssl_port))
+        return [
+            "-Dmachinedb.stomps.bind=127.0.0.1",
+            f"-Dmachinedb.stomps.port={self.ssl_port}",
+            f"-Dmachinedb.ssl.keystore={self.keystore.path}",
+        ]
 
     @property
     def log_file(self) -> Path:
@@ -218,9 +357,10 @@ class ActiveMQBroker:
             raise ServiceError("java not found (apt-get install default-jre-headless)")
         for sub in (self.conf, self.data, self.directory / "tmp"):
             sub.mkdir(parents=True, exist_ok=True)
-        for name in ("activemq.xml", "log4j.properties"):
+        for name in (self.config_name, "log4j.properties"):
             shutil.copy(ACTIVEMQ_CONF / name, self.conf / name)
         self.port_file.write_text(str(self.port))
+        secure_options = self._prepare_secure()
         cmd = [
             java,
             "-Xms64m",
@@ -234,10 +374,11 @@ class ActiveMQBroker:
             f"-Dlog4j.configuration=file:{self.conf / 'log4j.properties'}",
             "-Dmachinedb.stomp.bind=127.0.0.1",
             f"-Dmachinedb.stomp.port={self.port}",
+            *secure_options,
             "-jar",
             str(jar),
             "start",
-            f"xbean:file:{self.conf / 'activemq.xml'}",
+            f"xbean:file:{self.conf / self.config_name}",
         ]
         with open(self.directory / "console.log", "ab") as console:
             proc = subprocess.Popen(
@@ -248,8 +389,11 @@ class ActiveMQBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
+        self._proc = proc  # reaped in stop(), so the JVM never outlives its Popen silently
         try:
             wait_for_port(self.port, deadline=START_DEADLINE, proc=proc)
+            if self.ssl_port is not None:
+                wait_for_port(self.ssl_port, deadline=START_DEADLINE, proc=proc)
         except ServiceError as exc:
             self.stop()
             tail = (self.directory / "console.log").read_text(errors="replace")[-2000:]
@@ -281,6 +425,9 @@ class ActiveMQBroker:
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(STOP_DEADLINE)
+            self._proc = None
         self.pid_file.unlink(missing_ok=True)
 
     @staticmethod
