@@ -7,8 +7,11 @@ Driver errors are translated here, at one choke point, into ``DatabaseUnavailabl
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +149,26 @@ def read_snapshot(engine: sqlalchemy.Engine) -> Snapshot:
                 subnets = tuple(_subnet_from_row(row) for row in conn.execute(SUBNETS).all())
                 # Streamed in batches: never all rows and all objects in memory at once.
                 rows = conn.execution_options(yield_per=BATCH_ROWS).execute(INTERFACES)
-                interfaces = tuple(_interface_from_row(row) for row in rows)
+                with _collector_paused():
+                    interfaces = tuple(_interface_from_row(row) for row in rows)
     except sa_exc.DBAPIError as exc:
         raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
     logger.debug("read %d subnets and %d interfaces", len(subnets), len(interfaces))
     inventory = model.Inventory(subnets=subnets, interfaces=interfaces)
     return Snapshot(inventory=inventory, visibility=visibility)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The bulk read makes 100,000s of acyclic objects; without this the cyclic
+    collector runs full passes over them (about 40% of the read at 100k hosts)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def check_connection(engine: sqlalchemy.Engine) -> None:

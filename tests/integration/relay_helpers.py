@@ -148,8 +148,9 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
 
 
 @contextlib.contextmanager
-def consumer(port: int, topic: str) -> Iterator[Consumer]:
-    instance = Consumer(port, consumer_queue(topic, f"t{uuid.uuid4().hex[:6]}"))
+def consumer(port: int, topic: str, name: str | None = None) -> Iterator[Consumer]:
+    """A consumer of its own VirtualTopic queue (a fresh name unless one is given)."""
+    instance = Consumer(port, consumer_queue(topic, name or f"t{uuid.uuid4().hex[:6]}"))
     try:
         yield instance
     finally:
