@@ -17,7 +17,7 @@ from pathlib import Path
 from generator import apply, daemon, errors, read, render, render_options, settings
 from generator import metrics as metrics_module
 from machinedb import daemon as machinedb_daemon
-from machinedb import db_url, logs, stomp_url
+from machinedb import db_url, logs, secrets, stomp_url
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.Settings:
     """Flags first, then the environment; ValueError with a one-line reason."""
-    database_url = args.database_url or env.get("DATABASE_URL")
+    database_url = args.database_url or secrets.from_env("DATABASE_URL", env)
     if not database_url:
         raise ValueError(
             "DATABASE_URL is not set (e.g. postgresql://machinedb@localhost/machinedb)"
         )
     db_url.psycopg_url(database_url)  # validates the scheme
-    stomp = args.stomp_url or env.get("STOMP_URL")
+    stomp = args.stomp_url or secrets.from_env("STOMP_URL", env)
     if stomp is not None:
         stomp_url.parse(stomp)
     destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION

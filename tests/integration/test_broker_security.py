@@ -521,12 +521,6 @@ def test_generator_takes_a_ca_file(
     assert "subscribed to" in generator.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dhcp-generator reads STOMP_URL only from the environment or the command line: "
-    "generator/cli.py load_settings should use machinedb.secrets.from_env('STOMP_URL', env) "
-    "so STOMP_URL_FILE works as it does for cdc-relay",
-)
 def test_generator_reads_stomp_url_file(tmp_path: Path) -> None:
     url_file = tmp_path / "url"
     url_file.write_text("stomp+ssl://generator:s3cret@127.0.0.1:61614\n")
