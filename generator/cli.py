@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--consumer", help="durable consumer name (env DHCP_CONSUMER)")
     parser.add_argument("--prefetch", type=_positive_int, default=settings.PREFETCH)
     parser.add_argument(
+        "--ssl-ca-file",
+        help="CA certificates for stomp+ssl:// (env SSL_CA_FILE; default: the system's)",
+    )
+    parser.add_argument(
         "--window",
         type=float,
         default=settings.COALESCE_WINDOW,
@@ -119,6 +123,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         stomp_url=stomp,
         queue=settings.consumer_queue(destination, consumer_name),
         prefetch=args.prefetch,
+        ssl_ca_file=args.ssl_ca_file or env.get("SSL_CA_FILE"),
         window=args.window,
         metrics_port=args.metrics_port,
         apply=settings.ApplySettings(

@@ -93,8 +93,16 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
 class Consumer:
     """One subscription to ``queue`` on the first reachable broker of ``broker``."""
 
-    def __init__(self, *, broker: stomp_url.BrokerConfig, queue_name: str, prefetch: int) -> None:
+    def __init__(
+        self,
+        *,
+        broker: stomp_url.BrokerConfig,
+        queue_name: str,
+        prefetch: int,
+        ssl_ca_file: str | None = None,
+    ) -> None:
         self.broker = broker
+        self.ssl_ca_file = ssl_ca_file
         self.queue_name = queue_name
         self.prefetch = prefetch
         self._inbox: queue.Queue[Delivery | _Disconnected] = queue.Queue()
@@ -119,7 +127,7 @@ class Consumer:
         )
         for endpoint in self.broker.endpoints:
             if endpoint.ssl:
-                conn.set_ssl(for_hosts=[(endpoint.host, endpoint.port)])
+                conn.set_ssl(for_hosts=[(endpoint.host, endpoint.port)], ca_certs=self.ssl_ca_file)
         conn.set_listener("generator", listener)
         try:
             conn.connect(self.broker.username, self.broker.password, wait=False)

@@ -48,6 +48,7 @@ class Daemon:
             broker=stomp_url.parse(config.stomp_url),
             queue_name=config.queue,
             prefetch=config.prefetch,
+            ssl_ca_file=config.ssl_ca_file,
         )
         self.coalescer = coalesce.Coalescer(window=config.window)
         self.pending: list[consumer.Change] = []

@@ -63,3 +63,4 @@ class Settings:
     prefetch: int = PREFETCH
     window: float = COALESCE_WINDOW
     metrics_port: int | None = None
+    ssl_ca_file: str | None = None  # CA certificates for stomp+ssl:// (None: the system's)

@@ -360,9 +360,7 @@ def test_relay_and_generator_over_tls_end_to_end_and_forged_message(
         [str(GENERATOR), "--log-level", "DEBUG", "--format", "isc", "--output", str(output),
          "--no-syntax-check", "--consumer", name, "--window", "0.2",
          "--metrics-port", str(metrics_port)],
-        # The generator has no CA option (see test_generator_takes_a_ca_file): OpenSSL's
-        # SSL_CERT_FILE makes the exported certificate its trust store meanwhile.
-        {**base, "STOMP_URL": stomp_url(secure, "generator"), "SSL_CERT_FILE": ca},
+        {**base, "STOMP_URL": stomp_url(secure, "generator"), "SSL_CA_FILE": ca},
         tmp_path / "generator.log",
     )  # fmt: skip
     commands.append(generator)
@@ -493,14 +491,9 @@ def test_help_never_shows_a_password(secure: services.ActiveMQBroker, command: P
     assert_no_secret(done.stdout + done.stderr, f"{command.name} --help")
 
 
-# ---------------------------------------------------------------- known gaps (other code)
+# ---------------------------------------------------------------- CA file and URL file
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dhcp-generator has no CA option: generator/cli.py needs --ssl-ca-file "
-    "(env SSL_CA_FILE) and generator/consumer.py must pass it as set_ssl(ca_certs=...)",
-)
 def test_generator_takes_a_ca_file(
     secure: services.ActiveMQBroker, db_url: str, tmp_path: Path, commands: list[Command]
 ) -> None:
