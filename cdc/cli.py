@@ -179,9 +179,6 @@ def show_status(config: settings.Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, json=args.log_json)
-    # stomp.py logs each failed connection attempt itself; the relay reports outages once
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("stomp.py").setLevel(logging.CRITICAL)
     try:
         config = load_settings(args)
     except errors.ConfigError as exc:

@@ -37,5 +37,7 @@ def setup(level: str = "INFO", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # stomp.py logs every frame at INFO; keep it for DEBUG runs
-    logging.getLogger("stomp.py").setLevel(max(logging.WARNING, root.level))
+    # stomp.py logs every frame at INFO and each failed connection attempt as a
+    # WARNING; both commands report a broker outage once themselves. Keep it for DEBUG.
+    stomp_level = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
+    logging.getLogger("stomp.py").setLevel(stomp_level)
