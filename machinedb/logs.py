@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+# stomp.py's DEBUG frame dumps include the CONNECT frame's passcode in clear (its own
+# redaction expects a space after the colon). Cut the record at the passcode: it is the last
+# header of a CONNECT frame, and no delimiter is safe against every possible password.
+_PASSCODE = re.compile(r"""(passcode['"]?:).*""", re.DOTALL)
+
+
+class RedactPasscode(logging.Filter):
+    """Replace everything from a ``passcode:`` header to the end of the record with ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "passcode" in message:
+            record.msg, record.args = _PASSCODE.sub(r"\1 ***", message), ()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,4 +57,7 @@ def setup(level: str = "INFO", json: bool = False) -> None:
     # stomp.py logs every frame at INFO and each failed connection attempt as a
     # WARNING; both commands report a broker outage once themselves. Keep it for DEBUG.
     stomp_level = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
-    logging.getLogger("stomp.py").setLevel(stomp_level)
+    stomp_logger = logging.getLogger("stomp.py")
+    stomp_logger.setLevel(stomp_level)
+    if not any(isinstance(f, RedactPasscode) for f in stomp_logger.filters):
+        stomp_logger.addFilter(RedactPasscode())

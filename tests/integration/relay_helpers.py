@@ -74,7 +74,12 @@ def consumer_queue(topic: str, name: str = "test") -> str:
 
 
 class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
-    """Counts event-ids read from a queue; reconnects on its own thread after a loss."""
+    """Counts event-ids read from a queue; reconnects on its own thread after a loss.
+
+    Each message is acknowledged only after it is counted: with ``ack:auto`` the broker
+    forgets a message once dispatched, and a broker that dies with frames still in the
+    socket would take them along, which would look like a loss in the relay.
+    """
 
     def __init__(self, port: int, queue: str) -> None:
         self.port = port
@@ -98,14 +103,14 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
             conn.set_listener("consumer", self)
             try:
                 conn.connect(wait=True)
+                self._conn = conn  # before subscribing: the first messages are acked with it
                 conn.subscribe(
                     self.queue,
                     id="1",
-                    ack="auto",
+                    ack="client-individual",
                     headers={"activemq.prefetchSize": "2000"},
                 )
                 self._lost.clear()
-                self._conn = conn
                 return
             except Exception:
                 with contextlib.suppress(Exception):
@@ -128,6 +133,11 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
             self.bodies[event_id] = frame.body
             self.headers[event_id] = dict(frame.headers)
             self.arrived.setdefault(event_id, time.monotonic())
+            conn = self._conn
+        if conn is not None:
+            # Unacknowledged after a lost connection: the broker redelivers it, counted again.
+            with contextlib.suppress(Exception):
+                conn.ack(frame.headers["ack"])
 
     def on_disconnected(self) -> None:
         self._lost.set()
