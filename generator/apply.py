@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ def count_reservations(text: str | None, *, fmt: render.Format) -> int:
     """Reservations in a rendered file (0 for None or a file we cannot read)."""
     if not text:
         return 0
-    if fmt == "isc":
-        return sum(1 for line in text.splitlines() if line.startswith("host "))
+    if fmt == "isc":  # lines that start with "host ", counted without splitting the text
+        return text.count("\nhost ") + text.startswith("host ")
     try:
         subnets = json.loads(text)["Dhcp4"]["subnet4"]
         return sum(len(subnet.get("reservations", ())) for subnet in subnets)
@@ -84,8 +85,16 @@ def check_removal(*, current: int, new: int, max_share: float, force: bool, targ
     raise WipeRefused(message)
 
 
-def apply(text: str, *, config: settings.ApplySettings) -> Outcome:
-    """Make ``text`` the config at ``config.output`` and reload if it changed."""
+def apply(
+    text: str,
+    *,
+    config: settings.ApplySettings,
+    check: Callable[[Path], object] | None = None,
+) -> Outcome:
+    """Make ``text`` the config at ``config.output`` and reload if it changed.
+
+    ``check`` replaces the syntax check of the candidate file (it raises to refuse it);
+    by default the server's checker reads the whole file."""
     target = config.output
     current = read_current(target)
     fmt = config.fmt
@@ -106,7 +115,10 @@ def apply(text: str, *, config: settings.ApplySettings) -> Outcome:
     candidate = _write_candidate(text, target=target)
     try:
         if config.syntax_check:
-            syntax_check.check(candidate, fmt=fmt)
+            if check is None:
+                syntax_check.check(candidate, fmt=fmt)
+            else:
+                check(candidate)
         _keep_previous(target)
         os.replace(candidate, target)
     finally:

@@ -178,7 +178,7 @@ def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
 def _dry_run(config: settings.Settings) -> int:
     engine = read.make_engine(config.database_url)
     try:
-        text, _ = daemon.prepare(engine, config=config.apply, metrics=metrics_module.Metrics())
+        document, _ = daemon.prepare(engine, config=config.apply, metrics=metrics_module.Metrics())
     except errors.GeneratorError as exc:
         return _fail(str(exc))
     finally:
@@ -187,7 +187,7 @@ def _dry_run(config: settings.Settings) -> int:
     current = apply.read_current(target) or ""
     diff = difflib.unified_diff(
         current.splitlines(keepends=True),
-        text.splitlines(keepends=True),
+        document.text.splitlines(keepends=True),
         fromfile=str(target),
         tofile=f"{target} (rendered)",
     )

@@ -9,14 +9,27 @@ start and on every (re)connect, so a lost queue or a missed message only delays.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import sqlalchemy
 
-from generator import apply, coalesce, consumer, errors, read, render, settings, validate
+from generator import (
+    apply,
+    coalesce,
+    consumer,
+    errors,
+    memo,
+    read,
+    render,
+    settings,
+    syntax_check,
+    validate,
+)
 from generator import metrics as metrics_module
 from machinedb import daemon as machinedb_daemon
 from machinedb import stomp_url
@@ -54,6 +67,7 @@ class Daemon:
         self.pending: list[consumer.Change] = []
         # what the config in place includes: changes it saw need no render
         self.applied: read.Visibility | None = None
+        self.carry = Carry()
         self.dirty = True  # render on start
         self._broker_delays = _fresh_backoff()
         self._render_delays = _fresh_backoff()
@@ -128,7 +142,9 @@ class Daemon:
         """Render for ``covered`` (all received before the snapshot) and ack on success."""
         self.pending = []
         self.dirty = False
-        visibility = render_pass(self.engine, config=self.config.apply, metrics=self.metrics)
+        visibility = render_pass(
+            self.engine, config=self.config.apply, metrics=self.metrics, carry=self.carry
+        )
         end = time.monotonic()
         if visibility is None:
             retry_in = next(self._render_delays)
@@ -155,33 +171,63 @@ def run(
     Daemon(config, stop=stop, metrics=metrics).run()
 
 
+@dataclass
+class Carry:
+    """What a daemon keeps from one render pass to the next; a one-shot run needs none.
+
+    Each pass still reads, validates and renders everything; ``memo`` spares the
+    per-row work for unchanged rows, and ``checks`` what the checker already accepted."""
+
+    memo: memo.Memo = field(default_factory=memo.Memo)
+    checks: syntax_check.Incremental = field(default_factory=syntax_check.Incremental)
+
+
 def prepare(
-    engine: sqlalchemy.Engine, *, config: settings.ApplySettings, metrics: metrics_module.Metrics
-) -> tuple[str, read.Visibility]:
+    engine: sqlalchemy.Engine,
+    *,
+    config: settings.ApplySettings,
+    metrics: metrics_module.Metrics,
+    carry: Carry | None = None,
+) -> tuple[render.Document, read.Visibility]:
     """Read a snapshot, validate it and render it; report the rows left out."""
     started = time.monotonic()
-    snapshot = read.read_snapshot(engine)
-    checked = validate.check(snapshot.inventory)
+    memo_ = None if carry is None else carry.memo
+    try:
+        snapshot = read.read_snapshot(engine, rows=None if memo_ is None else memo_.rows)
+        checked = validate.check(snapshot.inventory, memo=memo_)
+        document = render.document(
+            checked.inventory, fmt=config.fmt, options=config.options, memo=memo_
+        )
+    except BaseException:
+        if memo_ is not None:
+            memo_.abandon_pass()
+        raise
+    if memo_ is not None:
+        memo_.end_pass()
     for problem in checked.problems:
         logger.warning("skipped: %s", problem.message, extra={"action": "row_skipped"})
-    text = render.render(checked.inventory, fmt=config.fmt, options=config.options)
     metrics.render_seconds.observe(time.monotonic() - started)
     metrics.rows_skipped.set(len(checked.problems))
     metrics.reservations.set(len(checked.inventory.interfaces))
-    return text, snapshot.visibility
+    return document, snapshot.visibility
 
 
 def render_pass(
-    engine: sqlalchemy.Engine, *, config: settings.ApplySettings, metrics: metrics_module.Metrics
+    engine: sqlalchemy.Engine,
+    *,
+    config: settings.ApplySettings,
+    metrics: metrics_module.Metrics,
+    carry: Carry | None = None,
 ) -> read.Visibility | None:
     """Read, validate, render and apply once; return what the applied config includes.
 
     Failures are reported, never raised: the config in place stays as it was, and
     None says to retry later."""
     try:
-        text, visibility = prepare(engine, config=config, metrics=metrics)
+        document, visibility = prepare(engine, config=config, metrics=metrics, carry=carry)
         started = time.monotonic()
-        outcome = apply.apply(text, config=config)
+        check = None if carry is None else functools.partial(carry.checks.check, document=document)
+        outcome = apply.apply(document.text, config=config, check=check)
         metrics.apply_seconds.observe(time.monotonic() - started)
     except read.DatabaseUnavailable as exc:
         metrics.renders.labels("db_unavailable").inc()

@@ -8,6 +8,7 @@ Driver errors are translated here, at one choke point, into ``DatabaseUnavailabl
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import ipaddress
 import logging
@@ -18,7 +19,7 @@ from typing import Any
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
-from generator import errors, model, schema
+from generator import errors, memo, model, schema
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,16 @@ def read_inventory(engine: sqlalchemy.Engine) -> model.Inventory:
     return read_snapshot(engine).inventory
 
 
-def read_snapshot(engine: sqlalchemy.Engine) -> Snapshot:
-    """The inventory, and which transactions it includes (to tell covered changes)."""
+def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Snapshot:
+    """The inventory, and which transactions it includes (to tell covered changes).
+
+    With ``rows`` (kept from the previous read), a row that has not changed gives back
+    the same ``model.Interface`` object, and making objects is most of a read's cost."""
+    make = (
+        _interface_from_row
+        if rows is None
+        else functools.partial(rows.get, make=_interface_from_row)
+    )
     try:
         with engine.connect() as raw:
             conn = raw.execution_options(
@@ -148,9 +157,11 @@ def read_snapshot(engine: sqlalchemy.Engine) -> Snapshot:
                 visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
                 subnets = tuple(_subnet_from_row(row) for row in conn.execute(SUBNETS).all())
                 # Streamed in batches: never all rows and all objects in memory at once.
-                rows = conn.execution_options(yield_per=BATCH_ROWS).execute(INTERFACES)
+                result = conn.execution_options(yield_per=BATCH_ROWS).execute(INTERFACES)
                 with _collector_paused():
-                    interfaces = tuple(_interface_from_row(row) for row in rows)
+                    interfaces = tuple(
+                        make(tuple(row)) for batch in result.partitions() for row in batch
+                    )
     except sa_exc.DBAPIError as exc:
         raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
     logger.debug("read %d subnets and %d interfaces", len(subnets), len(interfaces))
@@ -192,6 +203,9 @@ def _subnet_from_row(row: Any) -> model.Subnet:
         pool_end=row.pool_end,
         lease_time=row.lease_time,
     )
+
+
+RowMemo = memo.ByValue[tuple[Any, ...], model.Interface]
 
 
 def _interface_from_row(row: tuple[Any, ...]) -> model.Interface:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from generator import memo as memo_module
 from generator import model
 
 # Kea reserves subnet id 0 ("assign one") and 2**32 - 1; both servers need 32 bits.
@@ -82,11 +83,19 @@ def is_interface_name(text: str) -> bool:
     return _INTERFACE_NAME.fullmatch(text) is not None
 
 
-def check(inventory: model.Inventory) -> Checked:
-    """Split ``inventory`` into what is fit to render and the problems found."""
+def check(inventory: model.Inventory, memo: memo_module.Memo | None = None) -> Checked:
+    """Split ``inventory`` into what is fit to render and the problems found.
+
+    With ``memo``, a row's own checks (all but the duplicate checks, which look at every
+    row) are reused from the previous pass when the row and the subnets are unchanged."""
     problems: list[Problem] = []
     subnets = _check_subnets(inventory.subnets, problems)
-    interfaces = _check_interfaces(inventory.interfaces, subnets, problems)
+    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck]
+    faults = memo_module.ByIdentity() if memo is None else memo.faults
+    if memo is not None and memo.subnets != subnets:
+        faults.clear()
+        memo.subnets = subnets
+    interfaces = _check_interfaces(inventory.interfaces, subnets, problems, faults)
     clean = model.Inventory(subnets=subnets, interfaces=interfaces)
     return Checked(inventory=clean, problems=tuple(problems))
 
@@ -171,19 +180,24 @@ def _check_interfaces(
     rows: Iterable[model.Interface],
     subnets: tuple[model.Subnet, ...],
     problems: list[Problem],
+    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck],
 ) -> tuple[model.Interface, ...]:
     finder = SubnetIndex(subnets)
+
+    def own_check(interface: model.Interface) -> memo_module.OwnCheck:
+        mac = canonical_mac(interface.mac) or ""
+        address = int(interface.ip)
+        return _interface_fault(interface, mac, address, finder), mac, address
+
     by_mac: dict[str, int] = {}
     by_ip: dict[int, int] = {}  # int keys: hashing an IPv4Address is ~10x slower
     kept: list[model.Interface] = []
     for interface in sorted(rows, key=_by_id):
-        mac = canonical_mac(interface.mac) or ""
-        address = int(interface.ip)
+        fault, mac, address = faults.get(interface, own_check)
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
-        fault = _interface_fault(interface, mac, address, finder) or _duplicate_fault(
-            mac, address, by_mac, by_ip
-        )
+        if fault is None:
+            fault = _duplicate_fault(mac, address, by_mac, by_ip)
         if fault is not None:
             problems.append(_problem(fault[0], _interface_label(interface), fault[1]))
             continue

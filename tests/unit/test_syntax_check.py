@@ -3,11 +3,13 @@ the checker's own explanation, and never waits longer than its timeout."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from generator import errors, syntax_check
+from generator import errors, render, render_isc, syntax_check
 from tests.unit.conftest import Checker, require_binary
 
 
@@ -111,3 +113,73 @@ def test_require_binary_skips_locally_and_fails_under_ci(monkeypatch: pytest.Mon
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         require_binary("dhcpd")
+
+
+def isc_document(preamble: str, *hosts: str) -> render.Document:
+    parts = render_isc.Parts(preamble=preamble, hosts=hosts)
+    return render.Document(fmt="isc", text=preamble + "".join(hosts), parts=parts)
+
+
+def host_block(n: int) -> str:
+    return f"\nhost h{n} {{\n  hardware ethernet 02:00:00:00:00:{n:02x};\n}}\n"
+
+
+PREAMBLE = "authoritative;\nsubnet 10.0.0.0 netmask 255.255.255.0 {\n}\n"
+
+
+@pytest.mark.dhcpd
+def test_incremental_checks_only_new_host_blocks_under_the_same_preamble(
+    tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real_check = syntax_check.check
+
+    def spy(path: str | os.PathLike[str], **kwargs: Any) -> syntax_check.CheckResult:
+        checked.append(Path(path).read_text(encoding="utf-8"))
+        return real_check(path, **kwargs)
+
+    monkeypatch.setattr(syntax_check, "check", spy)
+    incremental = syntax_check.Incremental()
+
+    def run(document: render.Document) -> None:
+        candidate = write(tmp_path, "dhcpd.conf", document.text)
+        incremental.check(candidate, document)
+
+    first = isc_document(PREAMBLE, host_block(1), host_block(2))
+    run(first)
+    assert checked[-1] == first.text  # the first file: all of it
+    run(isc_document(PREAMBLE, host_block(1), host_block(2), host_block(3)))
+    assert checked[-1] == PREAMBLE + host_block(3)  # then only what is new
+    run(isc_document(PREAMBLE, host_block(2)))
+    assert checked[-1] == PREAMBLE  # a removal: the preamble alone
+    preamble = PREAMBLE + "ddns-update-style none;\n"
+    changed = isc_document(preamble, host_block(2), host_block(4))
+    run(changed)
+    assert checked[-1] == changed.text  # a new preamble: all of it again
+
+    broken = "\nhost h5 {\n  hardware ethernet 02:00:00:00:00:05\n}\n"  # no semicolon
+    with pytest.raises(errors.ConfigRejected) as caught:
+        run(isc_document(preamble, host_block(2), broken))
+    assert checked[-1] == preamble + broken
+    assert "the new host blocks of" in str(caught.value)
+    # A rejected block is not remembered as accepted: it is checked again next time.
+    with pytest.raises(errors.ConfigRejected):
+        run(isc_document(preamble, broken))
+    assert checked[-1] == preamble + broken
+
+
+def test_incremental_checks_kea_files_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    def fake(path: str | os.PathLike[str], **kwargs: Any) -> syntax_check.CheckResult:
+        seen.append(Path(path).read_text(encoding="utf-8"))
+        return syntax_check.CheckResult(checker="kea-dhcp4", skipped=False, output="")
+
+    monkeypatch.setattr(syntax_check, "check", fake)
+    incremental = syntax_check.Incremental()
+    for text in ('{"Dhcp4": {}}', '{"Dhcp4": {"subnet4": []}}'):
+        candidate = write(tmp_path, "kea.json", text)
+        incremental.check(candidate, render.Document(fmt="kea", text=text))
+    assert seen == ['{"Dhcp4": {}}', '{"Dhcp4": {"subnet4": []}}']

@@ -1,0 +1,108 @@
+"""What one render pass can reuse from the previous one.
+
+Every render reads the whole inventory in one snapshot, validates all of it and renders
+all of it: that is what keeps each config a consistent picture of the database. Between
+two passes, though, almost every row is the same. The read gives an unchanged row the
+same ``model.Interface`` object as last time, so the per-row work of validation and
+rendering is looked up by identity instead of done again.
+
+Each pass keeps only the entries it used, so the memory held is one pass's worth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from generator import model
+
+Key = TypeVar("Key", bound=Hashable)
+Obj = TypeVar("Obj")
+Value = TypeVar("Value")
+
+
+class ByValue(Generic[Key, Value]):
+    """Values made from a hashable key (a raw database row) in this pass or the last."""
+
+    def __init__(self) -> None:
+        self._previous: dict[Key, Value] = {}
+        self._current: dict[Key, Value] = {}
+
+    def get(self, key: Key, make: Callable[[Key], Value]) -> Value:
+        value = self._previous.get(key)
+        if value is None:
+            value = make(key)
+        self._current[key] = value
+        return value
+
+    def end_pass(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def abandon_pass(self) -> None:
+        self._current = {}
+
+    def __len__(self) -> int:
+        return len(self._previous)
+
+
+class ByIdentity(Generic[Obj, Value]):
+    """Values computed for the very objects seen in this pass or the last.
+
+    Keyed by ``id()``, which is cheap where hashing a dataclass of addresses is not. The
+    memo holds each object too, so its id cannot be reused while the entry exists.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, tuple[Obj, Value]] = {}
+        self._current: dict[int, tuple[Obj, Value]] = {}
+
+    def get(self, obj: Obj, compute: Callable[[Obj], Value]) -> Value:
+        entry = self._previous.get(id(obj))
+        value = entry[1] if entry is not None and entry[0] is obj else compute(obj)
+        self._current[id(obj)] = (obj, value)
+        return value
+
+    def end_pass(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def abandon_pass(self) -> None:
+        self._current = {}
+
+    def clear(self) -> None:
+        self._previous, self._current = {}, {}
+
+    def __len__(self) -> int:
+        return len(self._previous)
+
+
+Fault = tuple[str, str] | None  # (rule, detail) of a row validation leaves out
+OwnCheck = tuple[Fault, str, int]  # a row's own fault, its canonical mac, its address
+
+
+@dataclass
+class Memo:
+    """The memos of one daemon, handed to every stage of each render pass."""
+
+    # read: raw row -> model.Interface, so an unchanged row is the same object
+    rows: ByValue[tuple[Any, ...], model.Interface] = field(default_factory=ByValue)
+    # validate: interface -> its own checks; valid only for the same ``subnets``
+    faults: ByIdentity[model.Interface, OwnCheck] = field(default_factory=ByIdentity)
+    subnets: tuple[model.Subnet, ...] | None = None
+    # render_isc: interface -> (sort key, host block text)
+    isc_hosts: ByIdentity[model.Interface, tuple[tuple[int, str], str]] = field(
+        default_factory=ByIdentity
+    )
+
+    def _all(self) -> tuple[ByValue[Any, Any] | ByIdentity[Any, Any], ...]:
+        return (self.rows, self.faults, self.isc_hosts)
+
+    def end_pass(self) -> None:
+        """Keep what this pass used, for the next one."""
+        for part in self._all():
+            part.end_pass()
+
+    def abandon_pass(self) -> None:
+        """Forget what a failed pass computed; the last good pass's entries stay."""
+        for part in self._all():
+            part.abandon_pass()
