@@ -13,13 +13,12 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator import errors, kea_control, render, settings, syntax_check
+from generator import command, errors, kea_control, render, settings, syntax_check
 
 logger = logging.getLogger(__name__)
 
@@ -242,26 +241,17 @@ def _uses_kea_socket(config: settings.ApplySettings) -> bool:
 def _run_reload_command(config: settings.ApplySettings) -> None:
     argv = list(config.reload_command)
     env = {**os.environ, "DHCP_CONFIG": str(config.output), "DHCP_FORMAT": config.fmt}
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            timeout=config.reload_timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ReloadFailed(
-            f"reload command {argv[0]} did not finish within {config.reload_timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        raise ReloadFailed(f"reload command {argv[0]} could not run: {exc}") from exc
-    if done.returncode != 0:
-        output = done.stdout.decode("utf-8", errors="replace").strip()[-OUTPUT_LIMIT:]
+    returncode, output = command.run(
+        argv,
+        env=env,
+        timeout=config.reload_timeout,
+        what=f"reload command {argv[0]}",
+        error=ReloadFailed,
+    )
+    if returncode != 0:
+        output = output.strip()[-OUTPUT_LIMIT:]
         last = output.splitlines()[-1] if output else "no output"
-        raise ReloadFailed(f"reload command {argv[0]} exited {done.returncode}: {last}")
+        raise ReloadFailed(f"reload command {argv[0]} exited {returncode}: {last}")
 
 
 def _fsync_directory(directory: Path) -> None:

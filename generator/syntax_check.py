@@ -12,11 +12,10 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from generator import errors, render
+from generator import command, errors, render
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,9 @@ def check(
         else:
             argv = [binary, "-t", path]
         env = {**os.environ, "KEA_LOCKFILE_DIR": scratch, "KEA_PIDFILE_DIR": scratch}
-        returncode, output = _run(argv, env=env, timeout=timeout, checker=checker)
+        returncode, output = command.run(
+            argv, env=env, timeout=timeout, what=checker, error=errors.CheckerFailed
+        )
     output = _trim(output, fmt=fmt)
     if returncode != 0:
         raise errors.ConfigRejected(
@@ -127,24 +128,6 @@ class Incremental:
         if parts is not None and not result.skipped:
             self._preamble, self._accepted = parts.preamble, frozenset(parts.hosts)
         return result
-
-
-def _run(argv: list[str], *, env: dict[str, str], timeout: float, checker: str) -> tuple[int, str]:
-    try:
-        completed = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise errors.CheckerFailed(f"{checker} gave no verdict within {timeout:g} s") from exc
-    except OSError as exc:
-        raise errors.CheckerFailed(f"{checker} could not run: {exc}") from exc
-    return completed.returncode, completed.stdout.decode("utf-8", errors="replace")
 
 
 def _trim(output: str, *, fmt: render.Format) -> str:
