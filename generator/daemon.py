@@ -193,11 +193,12 @@ def prepare(
     started = time.monotonic()
     memo_ = None if carry is None else carry.memo
     try:
-        snapshot = read.read_snapshot(engine, rows=None if memo_ is None else memo_.rows)
-        checked = validate.check(snapshot.inventory, memo=memo_)
-        document = render.document(
-            checked.inventory, fmt=config.fmt, options=config.options, memo=memo_
-        )
+        with read.collector_paused():
+            snapshot = read.read_snapshot(engine, rows=None if memo_ is None else memo_.rows)
+            checked = validate.check(snapshot.inventory, memo=memo_)
+            document = render.document(
+                checked.inventory, fmt=config.fmt, options=config.options, memo=memo_
+            )
     except BaseException:
         if memo_ is not None:
             memo_.abandon_pass()

@@ -20,6 +20,7 @@ import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
 from generator import errors, memo, model, schema
+from machinedb import db_url
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class DatabaseUnavailable(errors.GeneratorError):
 def make_engine(url: str) -> sqlalchemy.Engine:
     """An engine for snapshots: one pooled connection, checked before each use."""
     return sqlalchemy.create_engine(
-        schema.sqlalchemy_url(url),
+        db_url.sqlalchemy_url(url),
         pool_size=1,
         max_overflow=0,
         pool_pre_ping=True,
@@ -158,7 +159,7 @@ def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Sna
                 subnets = tuple(_subnet_from_row(row) for row in conn.execute(SUBNETS).all())
                 # Streamed in batches: never all rows and all objects in memory at once.
                 result = conn.execution_options(yield_per=BATCH_ROWS).execute(INTERFACES)
-                with _collector_paused():
+                with collector_paused():
                     interfaces = tuple(
                         make(tuple(row)) for batch in result.partitions() for row in batch
                     )
@@ -170,9 +171,12 @@ def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Sna
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The bulk read makes 100,000s of acyclic objects; without this the cyclic
-    collector runs full passes over them (about 40% of the read at 100k hosts)."""
+def collector_paused() -> Iterator[None]:
+    """Hold the cyclic garbage collector for a bulk step.
+
+    A pass makes 100,000s of acyclic objects (freed by reference counting alone);
+    without this the collector runs full passes over them and over everything a
+    daemon keeps between passes (about 40% of the read at 100k hosts)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from generator import schema
+from machinedb.db_url import sqlalchemy_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -24,7 +25,7 @@ def database_url() -> str:
         sys.exit(
             "alembic: DATABASE_URL is not set (e.g. postgresql://machinedb@localhost/machinedb)"
         )
-    return schema.sqlalchemy_url(url)
+    return sqlalchemy_url(url)
 
 
 def run_migrations_offline() -> None:
