@@ -17,10 +17,6 @@ pytestmark = [
     pytest.mark.pg,
     pytest.mark.broker,
     pytest.mark.slow,
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function Popen.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
 ]
 
 NEW_HOST = (

@@ -20,11 +20,6 @@ from tests.integration.conftest import SpawnRelay
 pytestmark = [
     pytest.mark.pg,
     pytest.mark.broker,
-    # scripts/services.py lets the broker's Popen object go while java runs on purpose
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function Popen.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
 ]
 
 DELIVERY_DEADLINE = 90.0  # seconds
