@@ -3,7 +3,8 @@ docker-compose.yml, the Dockerfiles and the systemd units are held to the contra
 
 The compose services must run the console scripts from pyproject.toml with the
 environment variables the README documents, wait for their dependencies in the right
-state, and mount only files that exist. ``docker-compose config`` (Debian's
+state, and mount only files that exist, or the secrets that scripts/compose-secrets
+writes (checked here by running it). ``docker-compose config`` (Debian's
 docker-compose, client side only) validates the file against the compose
 specification when it is installed.
 """
@@ -15,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -25,8 +27,13 @@ from typing import Any
 import pytest
 import yaml
 
+from cdc import cli as relay_cli
+from generator import cli as generator_cli
+from machinedb import stomp_url
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_SECRETS = ROOT / "scripts" / "compose-secrets"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 APP_SERVICES = ("migrate", "relay", "generator", "generator-kea")
@@ -34,6 +41,17 @@ DAEMONS = ("relay", "generator", "generator-kea")
 GENERATORS = {"generator": "isc", "generator-kea": "kea"}
 DEFAULT_DESTINATION = "/topic/VirtualTopic.machinedb.changes"
 AMQ_NS = "{http://activemq.apache.org/schema/core}"
+SECRETS_DIR = "${MACHINEDB_SECRETS_DIR:-./secrets}"
+ACTIVEMQ_CONF = "/opt/apache-activemq/conf"
+# scripts/compose-secrets output: file name -> mode
+SECRET_FILES = {
+    "credentials.properties": 0o600,
+    "broker.p12": 0o600,
+    "broker-ca.pem": 0o644,
+    "relay.url": 0o600,
+    "generator.url": 0o600,
+}
+BROKER_USER = {"relay": "relay", "generator": "generator", "generator-kea": "generator"}
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +97,72 @@ def option(cmd: list[str], flag: str) -> str | None:
     return cmd[cmd.index(flag) + 1] if flag in cmd else None
 
 
-def declared_queues() -> set[str]:
-    tree = ET.parse(ROOT / "deploy" / "activemq" / "activemq.xml")
+def mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every volume of a service in the long form: type, source, target, read_only."""
+    result = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            result.append({"read_only": False, **volume})
+            continue
+        source, target, *mode = volume.split(":")
+        kind = "bind" if source.startswith((".", "/", "$")) else "volume"
+        result.append(
+            {"type": kind, "source": source, "target": target, "read_only": mode == ["ro"]}
+        )
+    return result
+
+
+def mount_for(service: dict[str, Any], target: str) -> dict[str, Any]:
+    found = [m for m in mounts(service) if m["target"] == target]
+    assert len(found) == 1, f"{target} is mounted {len(found)} times"
+    return found[0]
+
+
+def secret_name(mount: dict[str, Any]) -> str | None:
+    """The file name in the secrets directory a mount reads, or None for other mounts."""
+    source = str(mount["source"])
+    if not source.startswith(SECRETS_DIR + "/"):
+        return None
+    return source.removeprefix(SECRETS_DIR + "/")
+
+
+def declared_queues(config: str = "activemq-secure.xml") -> set[str]:
+    tree = ET.parse(ROOT / "deploy" / "activemq" / config)
     return {q.get("physicalName", "") for q in tree.iter(f"{AMQ_NS}queue")}
+
+
+def run_compose_secrets(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # Not root: give the URL files to ourselves (the containers' uid needs root).
+    owner = [] if os.geteuid() == 0 else ["--app-uid", str(os.geteuid())]
+    return subprocess.run(
+        [sys.executable, str(COMPOSE_SECRETS), "--dir", str(directory), *owner, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    lines = path.read_text(encoding="latin-1").splitlines()
+    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {key.strip(): value for key, value in pairs}
+
+
+def need_openssl() -> None:
+    if shutil.which("openssl") is None:
+        if IN_CI:
+            pytest.fail("openssl is required under CI=true")
+        pytest.skip("openssl is not installed")
+
+
+@pytest.fixture(scope="module")
+def generated_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    need_openssl()
+    directory = tmp_path_factory.mktemp("compose") / "secrets"
+    done = run_compose_secrets(directory)
+    assert done.returncode == 0, done.stderr
+    return directory
 
 
 def test_all_services_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -119,11 +200,19 @@ def test_app_services_share_the_image_and_the_documented_environment(
     assert service["build"] == "."
     assert service["image"] == services["relay"]["image"]
     env = environment(service)
-    assert set(env) <= documented_variables()
-    assert {"DATABASE_URL", "STOMP_URL"} <= set(env)
+    # NAME_FILE: the value read from a file (machinedb.secrets, both commands).
+    assert set(env) <= documented_variables() | {"STOMP_URL_FILE"}
+    assert "DATABASE_URL" in env
     assert env["DATABASE_URL"].startswith("postgresql://")
     assert "@postgres:5432/" in env["DATABASE_URL"]
     assert env["CDC_DESTINATION"] == DEFAULT_DESTINATION
+    # The broker URL carries a password: from a mounted file, never the environment
+    # (and setting both is an error in the commands).
+    assert "STOMP_URL" not in env
+    if name in DAEMONS:
+        assert "STOMP_URL_FILE" in env
+    else:
+        assert "STOMP_URL_FILE" not in env, "the migration does not talk to the broker"
 
 
 def test_the_readme_documents_the_design_variables() -> None:
@@ -133,15 +222,24 @@ def test_the_readme_documents_the_design_variables() -> None:
 
 
 def test_no_password_is_written_inline(compose: dict[str, Any]) -> None:
-    """Passwords come from the environment or .env; the only literal is the dev default."""
+    """Database passwords come from the environment or .env (the only literal is the dev
+    default); broker passwords only from the secrets files, with no default at all."""
     lines = COMPOSE_FILE.read_text().splitlines()
     text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
     for url in re.findall(r"(?:postgresql|stomp(?:\+ssl)?)://[^\s\"',]+", text):
         password = re.match(r"[a-z+]+://[^:/@]+:([^@]+)@", url)
         if password:
             assert password.group(1) == "${MACHINEDB_DB_PASSWORD:-machinedb-dev}", url
+    assert not re.search(r"stomp(\+ssl)?://", text), "a broker URL belongs in the URL files"
     postgres_env = environment(compose["services"]["postgres"])
     assert postgres_env["POSTGRES_PASSWORD"] == "${MACHINEDB_DB_PASSWORD:-machinedb-dev}"
+    for name, service in compose["services"].items():
+        words = [*command(service)] if "command" in service else []
+        words += [f"{k}={v}" for k, v in environment(service).items()]
+        words += [str(part) for part in service.get("healthcheck", {}).get("test", [])]
+        for word in words:
+            assert not re.search(r"machinedb\.[a-z.]*password", word), f"{name}: {word}"
+            assert not re.search(r"(?:login|passcode):\S", word), f"{name}: {word}"
 
 
 def test_dependencies_wait_for_the_right_state(services: dict[str, dict[str, Any]]) -> None:
@@ -155,26 +253,114 @@ def test_dependencies_wait_for_the_right_state(services: dict[str, dict[str, Any
 
 def test_health_checks(services: dict[str, dict[str, Any]]) -> None:
     assert services["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    # A CONNECT without credentials must get the authentication plugin's ERROR: the
+    # broker answers STOMP, and it is not running open (CONNECTED would be unhealthy).
+    # tests/integration/test_compose_secrets.py runs this check against real brokers.
     activemq_check = " ".join(services["activemq"]["healthcheck"]["test"])
-    assert "61613" in activemq_check
-    assert "CONNECTED" in activemq_check
+    assert "/dev/tcp/127.0.0.1/61613" in activemq_check
+    assert "ERROR" in activemq_check
+    assert "password is invalid" in activemq_check
+    assert "CONNECTED" not in activemq_check
     for name in ("dhcpd", "kea"):
         assert services[name]["healthcheck"]["test"], name
 
 
-def test_activemq_uses_the_repository_config_and_a_persistent_volume(
+def test_activemq_runs_the_secure_config_and_a_persistent_volume(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     activemq = services["activemq"]
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in activemq["volumes"]}
-    conf = mounts["/opt/apache-activemq/conf/activemq.xml"]
-    assert (ROOT / conf).resolve() == ROOT / "deploy" / "activemq" / "activemq.xml"
-    data = mounts["/opt/apache-activemq/data"]
-    assert data in compose["volumes"]
+    conf = mount_for(activemq, f"{ACTIVEMQ_CONF}/activemq.xml")
+    assert conf["read_only"]
+    secure = ROOT / "deploy" / "activemq" / "activemq-secure.xml"
+    assert (ROOT / conf["source"]).resolve() == secure
+    data = mount_for(activemq, "/opt/apache-activemq/data")
+    assert data["source"] in compose["volumes"]
     args = activemq["command"]
+    assert f"-Dactivemq.conf={ACTIVEMQ_CONF}" in args
     assert "-Dactivemq.data=/opt/apache-activemq/data" in args
     assert "-Dmachinedb.stomp.port=61613" in args
-    assert "xbean:file:/opt/apache-activemq/conf/activemq.xml" in args
+    assert "-Dmachinedb.stomps.port=61614" in args
+    assert f"xbean:file:{ACTIVEMQ_CONF}/activemq.xml" in args
+    # Plain STOMP stays on the container's loopback (the secure config's default); the
+    # TLS connector listens on every address of the compose network.
+    assert not [a for a in args if a.startswith("-Dmachinedb.stomp.bind=")]
+    assert not [a for a in args if a.startswith("-Dmachinedb.stomps.bind=")]
+    assert "${machinedb.stomps.bind:0.0.0.0}" in secure.read_text()
+    assert "ports" not in activemq, "the broker is for the compose network only"
+
+
+def test_activemq_mounts_its_secrets_read_only_where_the_config_reads_them(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    activemq = services["activemq"]
+    text = (ROOT / "deploy" / "activemq" / "activemq-secure.xml").read_text()
+    assert "file:${activemq.conf}/credentials.properties" in text
+    assert "${machinedb.ssl.keystore:${activemq.conf}/broker.p12}" in text
+    assert not [a for a in activemq["command"] if a.startswith("-Dmachinedb.ssl.keystore")]
+    for name in ("credentials.properties", "broker.p12"):
+        mount = mount_for(activemq, f"{ACTIVEMQ_CONF}/{name}")
+        assert mount["type"] == "bind"
+        assert mount["read_only"] is True, name
+        assert secret_name(mount) == name
+
+
+@pytest.mark.parametrize("name", DAEMONS)
+def test_broker_clients_use_tls_a_ca_file_and_a_url_file(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    service = services[name]
+    ca = option(command(service), "--ssl-ca-file")
+    assert ca is not None, f"{name} must verify the broker against the generated CA"
+    ca_mount = mount_for(service, ca)
+    assert secret_name(ca_mount) == "broker-ca.pem"
+    url_mount = mount_for(service, environment(service)["STOMP_URL_FILE"])
+    assert secret_name(url_mount) == f"{BROKER_USER[name]}.url"
+    for mount in (ca_mount, url_mount):
+        assert mount["type"] == "bind"
+        assert mount["read_only"] is True
+
+
+def test_secret_mounts_fail_when_the_file_is_missing(compose: dict[str, Any]) -> None:
+    """Short-syntax binds create a missing source as an empty directory; long-syntax
+    binds make container creation fail, so without secrets the stack does not start."""
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, str):
+                assert not volume.startswith(SECRETS_DIR), f"{name}: {volume}"
+                continue
+            if secret_name(volume) is not None:
+                assert volume["type"] == "bind", name
+                assert volume.get("bind", {}).get("create_host_path") is not True, name
+
+
+def test_compose_mounts_what_compose_secrets_writes(
+    compose: dict[str, Any], generated_secrets: Path
+) -> None:
+    mounted = {
+        secret_name(m)
+        for service in compose["services"].values()
+        for m in mounts(service)
+        if secret_name(m) is not None
+    }
+    assert mounted == set(SECRET_FILES)
+    assert {p.name for p in generated_secrets.iterdir()} == set(SECRET_FILES)
+
+
+def test_the_secrets_directory_is_not_in_git() -> None:
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/secrets/" in lines
+    if shutil.which("git") and (ROOT / ".git").exists():
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "-q", "secrets/relay.url"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0
+    # The application image copies named paths only, so no secret can end up in it.
+    for dockerfile in dockerfiles():
+        for line in dockerfile.read_text().splitlines():
+            assert not re.match(r"(COPY|ADD)\s+(--\S+\s+)*\.\s", line), f"{dockerfile}: {line}"
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
@@ -184,6 +370,10 @@ def test_every_generator_has_its_declared_queue(
     consumer = environment(services[name])["DHCP_CONSUMER"]
     topic = DEFAULT_DESTINATION.removeprefix("/topic/")
     assert f"Consumer.{consumer}.{topic}" in declared_queues()
+
+
+def test_open_and_secure_broker_configs_declare_the_same_queues() -> None:
+    assert declared_queues("activemq.xml") == declared_queues("activemq-secure.xml")
 
 
 def test_generators_use_distinct_consumers(services: dict[str, dict[str, Any]]) -> None:
@@ -200,10 +390,8 @@ def test_generator_writes_where_its_server_reads(
     assert option(cmd, "--format") == GENERATORS[name]
     output = option(cmd, "--output")
     assert output is not None
-    volume = next(
-        v.split(":")[0] for v in generator["volumes"] if output.startswith(v.split(":")[1])
-    )
-    assert any(v.split(":")[0] == volume for v in dhcp["volumes"])
+    volume = next(m["source"] for m in mounts(generator) if output.startswith(m["target"]))
+    assert any(m["source"] == volume for m in mounts(dhcp))
     conf_var = "DHCPD_CONF" if server == "dhcpd" else "KEA_CONF"
     assert environment(dhcp)[conf_var] == output
     assert dhcp["network_mode"] == "host"
@@ -220,11 +408,14 @@ def test_generator_writes_where_its_server_reads(
 
 
 def test_referenced_files_exist(compose: dict[str, Any]) -> None:
+    """Files from the repository exist; secrets are checked against compose-secrets."""
     named = set(compose.get("volumes", {}))
     for name, service in compose["services"].items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith((".", "/")):
+        for mount in mounts(service):
+            source = str(mount["source"])
+            if secret_name(mount) is not None:
+                assert secret_name(mount) in SECRET_FILES, f"{name}: {source}"
+            elif source.startswith((".", "/")):
                 assert (ROOT / source).exists(), f"{name}: {source}"
             else:
                 assert source in named, f"{name}: volume {source} is not declared"
@@ -325,3 +516,160 @@ def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
         env={**os.environ, "MACHINEDB_DB_PASSWORD": "test"},
     )
     assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- scripts/compose-secrets
+
+
+def test_compose_secrets_is_executable_and_documents_its_files() -> None:
+    assert os.access(COMPOSE_SECRETS, os.X_OK)
+    done = subprocess.run(
+        [str(COMPOSE_SECRETS), "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    for name in SECRET_FILES:
+        assert name in done.stdout, f"--help does not say where {name} goes"
+    assert "--force" in done.stdout
+
+
+def test_compose_secrets_writes_the_files_with_their_modes(generated_secrets: Path) -> None:
+    assert stat.S_IMODE(generated_secrets.stat().st_mode) == 0o700
+    for name, mode in SECRET_FILES.items():
+        path = generated_secrets / name
+        assert path.is_file(), name
+        assert stat.S_IMODE(path.stat().st_mode) == mode, name
+    if os.geteuid() == 0:  # the application image's user must own its URL file
+        for name in ("relay.url", "generator.url"):
+            owner = (generated_secrets / name).stat()
+            assert (owner.st_uid, owner.st_gid) == (10001, 10001), name
+
+
+def test_compose_secrets_credentials_and_urls_agree(generated_secrets: Path) -> None:
+    properties = read_properties(generated_secrets / "credentials.properties")
+    keys = {f"machinedb.{u}.password" for u in ("relay", "generator", "admin")}
+    assert set(properties) == keys | {"machinedb.ssl.keystore.password"}
+    values = list(properties.values())
+    assert len(set(values)) == len(values), "every password is its own"
+    for value in values:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{32,}", value), "random, and needs no escaping"
+    for user in ("relay", "generator"):
+        url = (generated_secrets / f"{user}.url").read_text().strip()
+        config = stomp_url.parse(url)
+        assert [(e.host, e.port, e.ssl) for e in config.endpoints] == [("activemq", 61614, True)]
+        assert config.username == user
+        assert config.password == properties[f"machinedb.{user}.password"]
+
+
+def test_compose_secrets_keystore_opens_with_its_password(generated_secrets: Path) -> None:
+    password = read_properties(generated_secrets / "credentials.properties")[
+        "machinedb.ssl.keystore.password"
+    ]
+    env = {**os.environ, "STOREPASS": password}
+    store = str(generated_secrets / "broker.p12")
+    keytool = shutil.which("keytool")
+    if keytool:  # what the broker (Java) sees
+        listing = subprocess.run(
+            [keytool, "-list", "-storetype", "PKCS12", "-keystore", store,
+             "-storepass:env", "STOREPASS"],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert listing.returncode == 0, listing.stdout + listing.stderr
+        assert "PrivateKeyEntry" in listing.stdout
+        wrong = subprocess.run(
+            [keytool, "-list", "-storetype", "PKCS12", "-keystore", store,
+             "-storepass:env", "STOREPASS"],
+            env={**env, "STOREPASS": "wrong-password"}, capture_output=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert wrong.returncode != 0
+    # The broker's certificate, from the keystore, verifies against the clients' CA
+    # file for the compose service name.
+    cert = subprocess.run(
+        ["openssl", "pkcs12", "-in", store, "-passin", "env:STOREPASS", "-clcerts", "-nokeys"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert cert.returncode == 0, cert.stderr
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(generated_secrets / "broker-ca.pem"),
+         "-verify_hostname", "activemq", "-purpose", "sslserver"],
+        input=cert.stdout, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert not list(generated_secrets.glob("*.key")), "no private key outside the keystore"
+
+
+def test_compose_secrets_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    need_openssl()
+    directory = tmp_path / "secrets"
+    first = run_compose_secrets(directory)
+    assert first.returncode == 0, first.stderr
+    before = {name: (directory / name).read_bytes() for name in SECRET_FILES}
+    again = run_compose_secrets(directory)
+    assert again.returncode == 1
+    assert "--force" in again.stderr
+    assert {name: (directory / name).read_bytes() for name in SECRET_FILES} == before
+    forced = run_compose_secrets(directory, "--force", "--host", "mq.example.org")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.name for p in directory.iterdir()) == sorted(SECRET_FILES)
+    for name in SECRET_FILES:
+        assert (directory / name).read_bytes() != before[name], name
+    url = stomp_url.parse((directory / "relay.url").read_text().strip())
+    assert url.endpoints[0].host == "mq.example.org"
+    # Passwords are never printed.
+    for value in read_properties(directory / "credentials.properties").values():
+        for out in (first, again, forced):
+            assert value not in out.stdout + out.stderr
+
+
+def test_compose_secrets_refuses_a_partial_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "secrets"
+    directory.mkdir()
+    (directory / "broker.p12").write_bytes(b"an operator's own keystore")
+    done = run_compose_secrets(directory)
+    assert done.returncode == 1
+    assert "broker.p12" in done.stderr
+    assert [p.name for p in directory.iterdir()] == ["broker.p12"]
+
+
+# ---------------------------------------------------------------- compose x the commands
+
+
+def container_to_host(service: dict[str, Any], path: str, secrets_dir: Path) -> str:
+    """Where a container path of a secret mount is, with the generated secrets."""
+    name = secret_name(mount_for(service, path))
+    assert name is not None
+    return str(secrets_dir / name)
+
+
+@pytest.mark.parametrize("name", DAEMONS)
+def test_the_commands_accept_the_compose_configuration(
+    services: dict[str, dict[str, Any]],
+    generated_secrets: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    """Each daemon's own settings loader, given the compose command and environment
+    (container paths mapped to the generated files), gets TLS, its user and the CA."""
+    service = services[name]
+    env = environment(service)
+    env["DATABASE_URL"] = "postgresql://machinedb:x@postgres:5432/machinedb"
+    env["STOMP_URL_FILE"] = container_to_host(service, env["STOMP_URL_FILE"], generated_secrets)
+    cmd = command(service)
+    ca_index = cmd.index("--ssl-ca-file") + 1
+    cmd[ca_index] = container_to_host(service, cmd[ca_index], generated_secrets)
+    for variable in ("STOMP_URL", "SSL_CA_FILE", "DATABASE_URL_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if cmd[0] == "cdc-relay":
+        relay_settings = relay_cli.load_settings(relay_cli.build_parser().parse_args(cmd[1:]))
+        broker, ca_file = relay_settings.broker, relay_settings.ssl_ca_file
+    else:
+        args = generator_cli.build_parser().parse_args(cmd[1:])
+        generator_settings = generator_cli.load_settings(args, dict(os.environ))
+        assert generator_settings.stomp_url is not None
+        broker = stomp_url.parse(generator_settings.stomp_url)
+        ca_file = generator_settings.ssl_ca_file
+    assert all(e.ssl and e.host == "activemq" and e.port == 61614 for e in broker.endpoints)
+    assert broker.username == BROKER_USER[name]
+    assert broker.password
+    assert ca_file == str(generated_secrets / "broker-ca.pem")
