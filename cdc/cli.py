@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     parser.add_argument(
-        "--ssl-ca-file", help="CA certificates for stomp+ssl:// (default: the system's)"
+        "--ssl-ca-file",
+        default=env("SSL_CA_FILE"),
+        help="CA certificates for stomp+ssl:// (env SSL_CA_FILE; default: the system's)",
     )
     parser.add_argument(
         "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)"

@@ -79,8 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run dhcpd -t / kea-dhcp4 -t on the candidate",
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    parser.add_argument("--database-url", help="machine database (env DATABASE_URL)")
-    parser.add_argument("--stomp-url", help="broker(s), comma-separated (env STOMP_URL)")
+    parser.add_argument(
+        "--database-url",
+        help="machine database (env DATABASE_URL, or a file named by DATABASE_URL_FILE)",
+    )
+    parser.add_argument(
+        "--stomp-url",
+        help="broker(s), comma-separated (env STOMP_URL, or a file named by STOMP_URL_FILE)",
+    )
     parser.add_argument("--destination", help="change topic (env CDC_DESTINATION)")
     parser.add_argument("--consumer", help="durable consumer name (env DHCP_CONSUMER)")
     parser.add_argument("--prefetch", type=_positive_int, default=settings.PREFETCH)
