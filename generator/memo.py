@@ -11,7 +11,7 @@ Each pass keeps only the entries it used, so the memory held is one pass's worth
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,12 +29,18 @@ class ByValue(Generic[Key, Value]):
         self._previous: dict[Key, Value] = {}
         self._current: dict[Key, Value] = {}
 
-    def get(self, key: Key, make: Callable[[Key], Value]) -> Value:
-        value = self._previous.get(key)
-        if value is None:
-            value = make(key)
-        self._current[key] = value
-        return value
+    def map(self, keys: Iterable[Key], make: Callable[[Key], Value]) -> list[Value]:
+        """The value for each key: the last pass's, else ``make(key)``. One call per pass
+        and a plain loop: per-row method calls cost as much as the lookups."""
+        previous, current = self._previous, self._current
+        values = []
+        for key in keys:
+            value = previous.get(key)
+            if value is None:
+                value = make(key)
+            current[key] = value
+            values.append(value)
+        return values
 
     def end_pass(self) -> None:
         self._previous, self._current = self._current, {}
@@ -57,11 +63,19 @@ class ByIdentity(Generic[Obj, Value]):
         self._previous: dict[int, tuple[Obj, Value]] = {}
         self._current: dict[int, tuple[Obj, Value]] = {}
 
-    def get(self, obj: Obj, compute: Callable[[Obj], Value]) -> Value:
-        entry = self._previous.get(id(obj))
-        value = entry[1] if entry is not None and entry[0] is obj else compute(obj)
-        self._current[id(obj)] = (obj, value)
-        return value
+    def map(self, objs: Iterable[Obj], compute: Callable[[Obj], Value]) -> list[Value]:
+        """The value for each object: the last pass's for the very same object, else
+        ``compute(obj)``."""
+        previous, current = self._previous, self._current
+        values = []
+        for obj in objs:
+            key = id(obj)
+            entry = previous.get(key)
+            if entry is None or entry[0] is not obj:
+                entry = (obj, compute(obj))
+            current[key] = entry
+            values.append(entry[1])
+        return values
 
     def end_pass(self) -> None:
         self._previous, self._current = self._current, {}

@@ -56,7 +56,7 @@ def render_parts(
     for subnet in sorted(inventory.subnets, key=lambda s: (int(s.network.network_address), s.id)):
         lines += ["", *_subnet_block(subnet)]
     memo_ = hosts if hosts is not None else HostMemo()
-    ordered = sorted(memo_.get(interface, _host_entry) for interface in inventory.interfaces)
+    ordered = sorted(memo_.map(inventory.interfaces, _host_entry))
     return Parts(preamble="\n".join(lines) + "\n", hosts=tuple(block for _, block in ordered))
 
 

@@ -192,12 +192,13 @@ def _check_interfaces(
     by_mac: dict[str, int] = {}
     by_ip: dict[int, int] = {}  # int keys: hashing an IPv4Address is ~10x slower
     kept: list[model.Interface] = []
-    for interface in sorted(rows, key=_by_id):
-        fault, mac, address = faults.get(interface, own_check)
+    ordered = sorted(rows, key=_by_id)
+    for interface, (own_fault, mac, address) in zip(
+        ordered, faults.map(ordered, own_check), strict=True
+    ):
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
-        if fault is None:
-            fault = _duplicate_fault(mac, address, by_mac, by_ip)
+        fault = own_fault or _duplicate_fault(mac, address, by_mac, by_ip)
         if fault is not None:
             problems.append(_problem(fault[0], _interface_label(interface), fault[1]))
             continue

@@ -89,12 +89,28 @@ def test_by_value_gives_the_same_object_for_an_equal_key() -> None:
         return [key]
 
     values: memo.ByValue[tuple[int, str], list[object]] = memo.ByValue()
-    first = values.get((1, "a"), make)
+    [first] = values.map([(1, "a")], make)
     values.end_pass()
-    assert values.get((1, "a"), make) is first
+    assert values.map([(1, "a")], make) == [first] and values.map([(1, "a")], make)[0] is first
     values.abandon_pass()  # a failed pass: the last good one stays
-    assert values.get((1, "a"), make) is first
+    assert values.map([(1, "a")], make)[0] is first
     assert made == [(1, "a")]
     values.end_pass()
     values.end_pass()  # a pass that did not use the key drops it
-    assert values.get((1, "a"), make) is not first
+    assert values.map([(1, "a")], make)[0] is not first
+    assert made == [(1, "a"), (1, "a")]
+
+
+def test_by_identity_reuses_only_the_very_same_object() -> None:
+    calls: list[str] = []
+
+    def compute(obj: list[str]) -> str:
+        calls.append(obj[0])
+        return obj[0].upper()
+
+    values: memo.ByIdentity[list[str], str] = memo.ByIdentity()
+    a, equal_to_a = ["a"], ["a"]
+    assert values.map([a], compute) == ["A"]
+    values.end_pass()
+    assert values.map([a, equal_to_a], compute) == ["A", "A"]
+    assert calls == ["a", "a"]  # the equal but distinct object was computed anew
