@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=settings.COALESCE_WINDOW,
         help="seconds between renders during a burst (default %(default)s)",
     )
+    parser.add_argument(
+        "--memo-rows",
+        type=_non_negative_int,
+        default=settings.MEMO_ROWS,
+        help="keep per-row work between renders up to this many interfaces, ~1.3 KB each,"
+        " for fast renders after a change; 0 turns it off (default %(default)s)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return parser
@@ -131,6 +138,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         prefetch=args.prefetch,
         ssl_ca_file=args.ssl_ca_file or env.get("SSL_CA_FILE"),
         window=args.window,
+        memo_rows=args.memo_rows,
         metrics_port=args.metrics_port,
         apply=settings.ApplySettings(
             fmt=fmt,
@@ -214,6 +222,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 

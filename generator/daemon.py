@@ -23,13 +23,13 @@ from generator import (
     coalesce,
     consumer,
     errors,
-    memo,
     read,
     render,
     settings,
     syntax_check,
     validate,
 )
+from generator import memo as memo_module
 from generator import metrics as metrics_module
 from machinedb import daemon as machinedb_daemon
 from machinedb import stomp_url
@@ -67,7 +67,7 @@ class Daemon:
         self.pending: list[consumer.Change] = []
         # what the config in place includes: changes it saw need no render
         self.applied: read.Visibility | None = None
-        self.carry = Carry()
+        self.carry = Carry(max_rows=config.memo_rows)
         self.dirty = True  # render on start
         self._broker_delays = _fresh_backoff()
         self._render_delays = _fresh_backoff()
@@ -176,10 +176,20 @@ class Carry:
     """What a daemon keeps from one render pass to the next; a one-shot run needs none.
 
     Each pass still reads, validates and renders everything; ``memo`` spares the
-    per-row work for unchanged rows, and ``checks`` what the checker already accepted."""
+    per-row work for unchanged rows, and ``checks`` what the checker already accepted.
+    An inventory past ``max_rows`` (memory) is worked from scratch every pass."""
 
-    memo: memo.Memo = field(default_factory=memo.Memo)
+    max_rows: int = settings.MEMO_ROWS
+    memo: memo_module.Memo = field(default_factory=memo_module.Memo)
     checks: syntax_check.Incremental = field(default_factory=syntax_check.Incremental)
+    last_rows: int | None = None  # interfaces read by the last pass; None before the first
+
+    def memo_for_pass(self) -> memo_module.Memo | None:
+        """The memo, if the last pass read few enough rows; the first pass fills none."""
+        if self.last_rows is not None and self.last_rows <= self.max_rows:
+            return self.memo
+        self.memo = memo_module.Memo()  # none yet, or past the limit: hold nothing
+        return None
 
 
 def prepare(
@@ -191,7 +201,7 @@ def prepare(
 ) -> tuple[render.Document, read.Visibility]:
     """Read a snapshot, validate it and render it; report the rows left out."""
     started = time.monotonic()
-    memo_ = None if carry is None else carry.memo
+    memo_ = None if carry is None else carry.memo_for_pass()
     try:
         with read.collector_paused():
             snapshot = read.read_snapshot(engine, rows=None if memo_ is None else memo_.rows)
@@ -205,6 +215,8 @@ def prepare(
         raise
     if memo_ is not None:
         memo_.end_pass()
+    if carry is not None:
+        carry.last_rows = len(snapshot.inventory.interfaces)
     for problem in checked.problems:
         logger.warning("skipped: %s", problem.message, extra={"action": "row_skipped"})
     metrics.render_seconds.observe(time.monotonic() - started)

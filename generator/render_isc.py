@@ -9,6 +9,7 @@ no timestamp, so the same inventory always gives the same bytes.
 from __future__ import annotations
 
 import ipaddress
+import operator
 from dataclasses import dataclass
 
 from generator import errors, memo, model, quote, render_options
@@ -55,8 +56,9 @@ def render_parts(
     lines = [*HEADER, "", *_global_statements(options)]
     for subnet in sorted(inventory.subnets, key=lambda s: (int(s.network.network_address), s.id)):
         lines += ["", *_subnet_block(subnet)]
-    memo_ = hosts if hosts is not None else HostMemo()
-    ordered = sorted(memo_.map(inventory.interfaces, _host_entry))
+    rows = inventory.interfaces
+    entries = [_host_entry(i) for i in rows] if hosts is None else hosts.map(rows, _host_entry)
+    ordered = sorted(entries, key=operator.itemgetter(0))  # addresses are unique
     return Parts(preamble="\n".join(lines) + "\n", hosts=tuple(block for _, block in ordered))
 
 

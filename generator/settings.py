@@ -16,6 +16,9 @@ DEFAULT_OUTPUT = {"isc": "/etc/dhcp/dhcpd.conf", "kea": "/etc/kea/kea-dhcp4.conf
 # while holding at most ~1000 small frames in memory.
 PREFETCH = 1000  # messages
 COALESCE_WINDOW = 1.0  # seconds between the end of a render and the next one
+# Rows whose per-row work a daemon keeps between passes (memo.py), ~1.3 KB each: 50,000
+# hold ~65 MB. Past it every pass works from scratch, as the first one does.
+MEMO_ROWS = 50_000
 MAX_REMOVAL_SHARE = 0.5  # of the reservations in the current file
 RELOAD_TIMEOUT = 60.0  # seconds
 
@@ -62,5 +65,6 @@ class Settings:
     apply: ApplySettings
     prefetch: int = PREFETCH
     window: float = COALESCE_WINDOW
+    memo_rows: int = MEMO_ROWS
     metrics_port: int | None = None
     ssl_ca_file: str | None = None  # CA certificates for stomp+ssl:// (None: the system's)

@@ -90,10 +90,9 @@ def check(inventory: model.Inventory, memo: memo_module.Memo | None = None) -> C
     row) are reused from the previous pass when the row and the subnets are unchanged."""
     problems: list[Problem] = []
     subnets = _check_subnets(inventory.subnets, problems)
-    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck]
-    faults = memo_module.ByIdentity() if memo is None else memo.faults
+    faults = None if memo is None else memo.faults
     if memo is not None and memo.subnets != subnets:
-        faults.clear()
+        memo.faults.clear()
         memo.subnets = subnets
     interfaces = _check_interfaces(inventory.interfaces, subnets, problems, faults)
     clean = model.Inventory(subnets=subnets, interfaces=interfaces)
@@ -180,7 +179,7 @@ def _check_interfaces(
     rows: Iterable[model.Interface],
     subnets: tuple[model.Subnet, ...],
     problems: list[Problem],
-    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck],
+    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck] | None,
 ) -> tuple[model.Interface, ...]:
     finder = SubnetIndex(subnets)
 
@@ -193,9 +192,8 @@ def _check_interfaces(
     by_ip: dict[int, int] = {}  # int keys: hashing an IPv4Address is ~10x slower
     kept: list[model.Interface] = []
     ordered = sorted(rows, key=_by_id)
-    for interface, (own_fault, mac, address) in zip(
-        ordered, faults.map(ordered, own_check), strict=True
-    ):
+    own = [own_check(i) for i in ordered] if faults is None else faults.map(ordered, own_check)
+    for interface, (own_fault, mac, address) in zip(ordered, own, strict=True):
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
         fault = own_fault or _duplicate_fault(mac, address, by_mac, by_ip)

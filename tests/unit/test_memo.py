@@ -12,7 +12,7 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator import memo, model, render, validate
+from generator import daemon, memo, model, render, validate
 from tests.unit import inventories as build
 from tests.unit.test_render_property import inventories
 
@@ -114,3 +114,20 @@ def test_by_identity_reuses_only_the_very_same_object() -> None:
     values.end_pass()
     assert values.map([a, equal_to_a], compute) == ["A", "A"]
     assert calls == ["a", "a"]  # the equal but distinct object was computed anew
+
+
+def test_the_daemon_keeps_a_memo_only_for_inventories_within_its_limit() -> None:
+    carry = daemon.Carry(max_rows=2)
+    assert carry.memo_for_pass() is None  # the first pass: nothing to reuse yet
+    carry.last_rows = 2
+    kept = carry.memo_for_pass()
+    assert kept is carry.memo
+    rows = [
+        build.interface(i, f"h{i}", f"02:00:00:00:00:{i:02x}", f"10.0.0.{i + 1}") for i in (1, 2, 3)
+    ]
+    with_memo(model.Inventory(subnets=(LAN,), interfaces=tuple(rows)), kept)
+    carry.last_rows = 3  # grew past the limit: the memo is let go
+    assert carry.memo_for_pass() is None
+    assert carry.memo is not kept and len(carry.memo.faults) == 0
+    assert daemon.Carry(max_rows=0, last_rows=0).memo_for_pass() is not None
+    assert daemon.Carry(max_rows=0, last_rows=1).memo_for_pass() is None
