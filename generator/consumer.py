@@ -60,6 +60,7 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
         self.generation = generation
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.lost = threading.Event()  # the connection dropped: stop waiting for it
         self.error: str | None = None
 
     def on_connected(self, frame: stomp.utils.Frame) -> None:
@@ -87,6 +88,7 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
         )
 
     def on_disconnected(self) -> None:
+        self.lost.set()
         self.inbox.put(_Disconnected(self.generation))
 
 
@@ -235,6 +237,8 @@ def _wait(listener: _Listener, event: threading.Event, timeout: float, *, what: 
     while not event.wait(0.05):
         if listener.error is not None:
             raise BrokerUnavailable(f"broker refused: {listener.error}")
+        if listener.lost.is_set():  # e.g. a broker killed during the handshake
+            raise BrokerUnavailable(f"connection lost while waiting for {what}")
         if time.monotonic() >= deadline:
             raise BrokerUnavailable(f"no {what} within {timeout:g} s")
 
