@@ -10,6 +10,7 @@ refused unless forced: an empty query result must never wipe DHCP.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from generator import command, errors, kea_control, render, settings, syntax_che
 logger = logging.getLogger(__name__)
 
 PREV_SUFFIX = ".prev"
+LOADED_SUFFIX = ".loaded"  # sha256 of the file the server last loaded without error
 CANDIDATE_SUFFIX = ".candidate"
 DEFAULT_MODE = 0o644
 OUTPUT_LIMIT = 2000  # characters of a failed reload command's output kept for the report
@@ -100,9 +102,12 @@ def apply(
     new_count = count_reservations(text, fmt=fmt)
     old_count = count_reservations(current, fmt=fmt)
     if current == text:
-        logger.debug("%s unchanged", target)
+        reloaded = _reload_if_never_loaded(config, text)
         return Outcome(
-            changed=False, reloaded=False, reservations=new_count, previous_reservations=old_count
+            changed=False,
+            reloaded=reloaded,
+            reservations=new_count,
+            previous_reservations=old_count,
         )
     check_removal(
         current=old_count,
@@ -133,7 +138,7 @@ def apply(
     _reload_or_restore(config, had_previous=current is not None)
     return Outcome(
         changed=True,
-        reloaded=bool(config.reload_command or _uses_kea_socket(config)),
+        reloaded=_reloads(config),
         reservations=new_count,
         previous_reservations=old_count,
     )
@@ -230,8 +235,56 @@ def reload(config: settings.ApplySettings) -> None:
             kea_control.config_reload(config.kea_control_socket)
         except kea_control.ControlError as exc:
             raise ReloadFailed(str(exc)) from exc
-    if config.reload_command or _uses_kea_socket(config):
+    if _reloads(config):
+        _mark_loaded(config.output)
         logger.info("reloaded %s", config.output, extra={"action": "reloaded"})
+
+
+def _reloads(config: settings.ApplySettings) -> bool:
+    return bool(config.reload_command) or _uses_kea_socket(config)
+
+
+def _reload_if_never_loaded(config: settings.ApplySettings, text: str) -> bool:
+    """Reload a file in place that the server never loaded; True if it did reload.
+
+    A generator stopped between the rename and the reload leaves a new file that the
+    server has not read, and the next pass renders the same bytes: without this the
+    server would run the old config until the next change."""
+    target = config.output
+    if not _reloads(config) or _loaded_digest(target) == _digest(text.encode("utf-8")):
+        logger.debug("%s unchanged", target)
+        return False
+    logger.warning(
+        "%s is unchanged but was never loaded by the server (stopped before reloading?);"
+        " reloading it",
+        target,
+        extra={"action": "reload_missed"},
+    )
+    _reload_or_restore(config, had_previous=_previous_path(target).exists())
+    return True
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _loaded_path(target: Path) -> Path:
+    return target.with_name(target.name + LOADED_SUFFIX)
+
+
+def _loaded_digest(target: Path) -> str | None:
+    try:
+        return _loaded_path(target).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mark_loaded(target: Path) -> None:
+    """Record which bytes the server runs now; losing the mark only costs a reload."""
+    marker = _loaded_path(target)
+    staging = marker.with_name(f".{marker.name}.tmp")
+    staging.write_text(_digest(target.read_bytes()) + "\n", encoding="ascii")
+    os.replace(staging, marker)
 
 
 def _uses_kea_socket(config: settings.ApplySettings) -> bool:

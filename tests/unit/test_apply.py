@@ -3,6 +3,7 @@ restore on a failed reload, and the wipe guard."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -58,8 +59,14 @@ def test_first_write_creates_file_and_reloads(tmp_path: Path) -> None:
     assert config.output.read_text() == isc_text(3)
     assert oct(config.output.stat().st_mode & 0o777) == oct(apply.DEFAULT_MODE)
     assert reloads(log) == [isc_text(3)]
+    marker = tmp_path / f"dhcpd.conf{apply.LOADED_SUFFIX}"
+    assert marker.read_text().strip() == hashlib.sha256(isc_text(3).encode()).hexdigest()
     assert not (tmp_path / "dhcpd.conf.prev").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf", "reloads.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dhcpd.conf",
+        "dhcpd.conf.loaded",
+        "reloads.log",
+    ]
 
 
 def test_same_bytes_do_not_reload(tmp_path: Path) -> None:
@@ -121,7 +128,11 @@ def test_rejected_candidate_leaves_target_untouched(tmp_path: Path) -> None:
         apply.apply("this is { not dhcpd\n", config=config)
     assert config.output.read_text() == good
     assert reloads(log) == [good]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf", "reloads.log"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dhcpd.conf",
+        "dhcpd.conf.loaded",
+        "reloads.log",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -169,3 +180,38 @@ def test_reload_command_is_not_run_through_a_shell(tmp_path: Path) -> None:
     assert not marker.exists()
     assert shlex.split("a 'b c'") == ["a", "b c"]
     assert os.path.exists(tmp_path / "dhcpd.conf")
+
+
+def test_a_file_the_server_never_loaded_is_reloaded_once(tmp_path: Path) -> None:
+    """A generator stopped between the rename and the reload: the next pass renders the
+    same bytes, and must still get them loaded."""
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command)
+    apply.apply(isc_text(3), config=config)
+    assert reloads(log) == [isc_text(3)]
+    config.output.write_text(isc_text(4))  # in place, never reloaded (the crash)
+    outcome = apply.apply(isc_text(4), config=config)
+    assert (outcome.changed, outcome.reloaded) == (False, True)
+    assert reloads(log) == [isc_text(3), isc_text(4)]
+    outcome = apply.apply(isc_text(4), config=config)  # loaded now: nothing to do
+    assert (outcome.changed, outcome.reloaded) == (False, False)
+    assert len(reloads(log)) == 2
+
+
+def test_a_failed_reload_does_not_mark_the_file_loaded(tmp_path: Path) -> None:
+    command, log = recorder(tmp_path, exit_code=1)
+    config = config_for(tmp_path, reload_command=command)
+    with pytest.raises(apply.ReloadFailed):
+        apply.apply(isc_text(3), config=config)
+    assert not (tmp_path / f"dhcpd.conf{apply.LOADED_SUFFIX}").exists()
+    with pytest.raises(apply.ReloadFailed):  # tried again on the next pass, not skipped
+        apply.apply(isc_text(3), config=config)
+    assert reloads(log) == [isc_text(3), isc_text(3)]
+
+
+def test_without_a_reload_command_nothing_is_marked(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    apply.apply(isc_text(3), config=config)
+    outcome = apply.apply(isc_text(3), config=config)
+    assert (outcome.changed, outcome.reloaded) == (False, False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf"]
