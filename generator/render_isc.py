@@ -57,14 +57,21 @@ def render_parts(
     for subnet in sorted(inventory.subnets, key=lambda s: (int(s.network.network_address), s.id)):
         lines += ["", *_subnet_block(subnet)]
     rows = inventory.interfaces
-    entries = [_host_entry(i) for i in rows] if hosts is None else hosts.map(rows, _host_entry)
-    ordered = sorted(entries, key=operator.itemgetter(0))  # addresses are unique
-    return Parts(preamble="\n".join(lines) + "\n", hosts=tuple(block for _, block in ordered))
+    if hosts is None:  # sort the rows, then make each block once: the smallest peak
+        blocks = tuple(_host_block(i) for i in sorted(rows, key=_host_order))
+    else:
+        entries = sorted(hosts.map(rows, _host_entry), key=operator.itemgetter(0))
+        blocks = tuple(block for _, block in entries)
+    return Parts(preamble="\n".join(lines) + "\n", hosts=blocks)
+
+
+def _host_order(interface: model.Interface) -> tuple[int, str]:
+    """The host's place in the file: by address, then MAC."""
+    return int(quote.ipv4(interface.ip)), interface.mac
 
 
 def _host_entry(interface: model.Interface) -> tuple[tuple[int, str], str]:
-    """The host's place in the file (by address, then MAC) and its block."""
-    return (int(quote.ipv4(interface.ip)), interface.mac), _host_block(interface)
+    return _host_order(interface), _host_block(interface)
 
 
 def _global_statements(options: render_options.RenderOptions) -> list[str]:

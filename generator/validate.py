@@ -192,7 +192,8 @@ def _check_interfaces(
     by_ip: dict[int, int] = {}  # int keys: hashing an IPv4Address is ~10x slower
     kept: list[model.Interface] = []
     ordered = sorted(rows, key=_by_id)
-    own = [own_check(i) for i in ordered] if faults is None else faults.map(ordered, own_check)
+    # Without a memo, lazily: a list of 100,000 results would only add to the peak.
+    own = map(own_check, ordered) if faults is None else faults.map(ordered, own_check)
     for interface, (own_fault, mac, address) in zip(ordered, own, strict=True):
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
