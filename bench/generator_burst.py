@@ -22,8 +22,6 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -43,11 +41,7 @@ FROM generate_series(1, 100) AS i;
 
 
 def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    services.migrate(url)
 
 
 def metrics(port: int) -> dict[str, float]:

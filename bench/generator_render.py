@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 from generator import apply, daemon, metrics, read, render, settings, syntax_check, validate
 
@@ -61,11 +59,7 @@ ANALYZE;
 
 
 def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    services.migrate(url)
 
 
 def parent(args: argparse.Namespace) -> int:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -55,11 +53,7 @@ def environment(reuse: list[str] | None) -> Iterator[Env]:
         amq.start()
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE machinedb")
-        config = Config(str(ROOT / "alembic.ini"))
-        config.set_main_option("script_location", str(ROOT / "migrations"))
-        config.attributes["database_url"] = pg.url("machinedb")
-        config.attributes["configure_logger"] = False
-        command.upgrade(config, "head")
+        services.migrate(pg.url("machinedb"))
         yield Env(pg.url("machinedb"), amq.url, amq.port, workdir)
     finally:
         amq.destroy()

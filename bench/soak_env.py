@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import LiteralString
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 
 from generator import syntax_check
 
@@ -155,11 +153,7 @@ def prepare_database(cluster: services.PostgresCluster) -> str:
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE machinedb")
     url = cluster.url("machinedb")
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    services.migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(RECORD_WRITTEN_SQL)
         conn.execute(SUBNETS_SQL)

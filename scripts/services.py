@@ -27,6 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+
 REPO = Path(__file__).resolve().parent.parent
 ACTIVEMQ_CONF = REPO / "deploy" / "activemq"
 ACTIVEMQ_HOME = Path("/usr/share/activemq")
@@ -40,6 +43,20 @@ CERT_VALIDITY = 30  # days; test and local certificates only
 
 class ServiceError(RuntimeError):
     """A service could not be started or stopped; the message says why."""
+
+
+def alembic_config(database_url: str) -> Config:
+    """The repository's alembic configuration, pointed at ``database_url``."""
+    config = Config(str(REPO / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO / "migrations"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(database_url: str) -> None:
+    """Apply every migration (``alembic upgrade head``) to the database."""
+    command.upgrade(alembic_config(database_url), "head")
 
 
 def free_port() -> int:

@@ -43,10 +43,7 @@ def _state_dir(prefix: str) -> Path:
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
+    config: Config = services.alembic_config(database_url)
     return config
 
 
