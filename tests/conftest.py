@@ -37,6 +37,18 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
+def require_postgres() -> None:
+    """PostgreSQL's server binaries (see ``require``)."""
+    try:
+        services.pg_bin()
+    except services.ServiceError:
+        require(False, "PostgreSQL server binaries")
+
+
+def have_activemq() -> bool:
+    return (services.ACTIVEMQ_HOME / "bin" / "activemq.jar").exists() and bool(shutil.which("java"))
+
+
 def _state_dir(prefix: str) -> Path:
     # not under pytest's tmp_path: that is mode 0700 and the postgres user must enter it
     return Path(tempfile.mkdtemp(prefix=f"machinedb-{prefix}-"))
@@ -49,12 +61,7 @@ def alembic_config(database_url: str) -> Config:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[services.PostgresCluster]:
-    try:
-        services.pg_bin()
-        have_pg = True
-    except services.ServiceError:
-        have_pg = False
-    require(have_pg, "PostgreSQL server binaries")
+    require_postgres()
     cluster = services.PostgresCluster(_state_dir("pg"), fsync=False)
     cluster.start()
     yield cluster
@@ -102,14 +109,10 @@ def db(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         yield conn
 
 
-def _have_activemq() -> bool:
-    return (services.ACTIVEMQ_HOME / "bin" / "activemq.jar").exists() and bool(shutil.which("java"))
-
-
 @pytest.fixture(scope="session")
 def broker() -> Iterator[services.ActiveMQBroker]:
     """One ActiveMQ for the session; tests use their own destinations."""
-    require(_have_activemq(), "ActiveMQ (apt-get install activemq)")
+    require(have_activemq(), "ActiveMQ (apt-get install activemq)")
     instance = services.ActiveMQBroker(_state_dir("activemq"))
     instance.start()
     yield instance
@@ -119,7 +122,7 @@ def broker() -> Iterator[services.ActiveMQBroker]:
 @pytest.fixture
 def broker_factory() -> Iterator[Callable[[], services.ActiveMQBroker]]:
     """Private brokers for tests that stop or restart them."""
-    require(_have_activemq(), "ActiveMQ (apt-get install activemq)")
+    require(have_activemq(), "ActiveMQ (apt-get install activemq)")
     started: list[services.ActiveMQBroker] = []
 
     def make() -> services.ActiveMQBroker:
@@ -136,12 +139,7 @@ def broker_factory() -> Iterator[Callable[[], services.ActiveMQBroker]]:
 @pytest.fixture
 def private_pg() -> Iterator[services.PostgresCluster]:
     """A private PostgreSQL cluster for tests that restart it (migrated database 'machinedb')."""
-    try:
-        services.pg_bin()
-        have_pg = True
-    except services.ServiceError:
-        have_pg = False
-    require(have_pg, "PostgreSQL server binaries")
+    require_postgres()
     cluster = services.PostgresCluster(_state_dir("pg"), fsync=False)
     cluster.start()
     with psycopg.connect(cluster.url(), autocommit=True) as conn:

@@ -5,7 +5,6 @@ daemon's dhcpd.conf identical to a fresh render (bench/soak.py, docs/reliability
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from generator import syntax_check
-from tests.conftest import ROOT, require, services
+from tests.conftest import ROOT, have_activemq, require, require_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.pg, pytest.mark.broker, pytest.mark.dhcpd]
 
@@ -27,14 +26,8 @@ FAULT_KINDS = {"relay", "generator", "broker", "postgres"}
 
 
 def require_services() -> None:
-    try:
-        services.pg_bin()
-        have_pg = True
-    except services.ServiceError:
-        have_pg = False
-    require(have_pg, "PostgreSQL server binaries")
-    have_broker = (services.ACTIVEMQ_HOME / "bin" / "activemq.jar").exists()
-    require(have_broker and bool(shutil.which("java")), "ActiveMQ (apt-get install activemq)")
+    require_postgres()
+    require(have_activemq(), "ActiveMQ (apt-get install activemq)")
     require(
         syntax_check.find_binary("dhcpd") is not None, "ISC dhcpd (apt-get install isc-dhcp-server)"
     )
