@@ -8,6 +8,7 @@ Credentials given on any entry apply to all (a failover list names one cluster).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -39,6 +40,11 @@ class BrokerConfig:
         )
 
 
+# STOMP 1.2 header escapes. Clients send CONNECT headers unescaped, as the spec says,
+# but ActiveMQ 5.x decodes them anyway: a password "pa\cs" arrives as "pa:s" and fails.
+_DECODED_BY_BROKER = re.compile(r"\\[\\cnr]")
+
+
 def parse(url: str) -> BrokerConfig:
     """Parse a STOMP_URL; ValueError with a one-line reason when it is malformed."""
     if not url or not url.strip():
@@ -67,6 +73,13 @@ def parse(url: str) -> BrokerConfig:
         endpoints.append(BrokerEndpoint(host=split.hostname, port=port, ssl=SCHEMES[split.scheme]))
     if not endpoints:
         raise ValueError("STOMP_URL names no broker")
+    for what, value in (("user name", username), ("password", password)):
+        if value is not None and _DECODED_BY_BROKER.search(value):
+            raise ValueError(
+                f"STOMP_URL: the broker {what} has a backslash before c, n, r or another"
+                " backslash; ActiveMQ decodes these STOMP escapes in the CONNECT frame, where"
+                " clients send them as they are, so it could never log in: choose another"
+            )
     return BrokerConfig(endpoints=tuple(endpoints), username=username, password=password)
 
 

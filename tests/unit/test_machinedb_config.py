@@ -63,3 +63,20 @@ def test_backoff_grows_to_the_cap_with_jitter() -> None:
     steps = [1, 2, 4, 8, 8, 8, 8, 8]
     assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True))
     assert len(set(delays)) > 1
+
+
+@pytest.mark.parametrize("secret", ["pa\\cs", "pa\\\\s", "pa\\ns", "pa\\rs"])
+def test_credentials_the_broker_would_decode_are_refused(secret: str) -> None:
+    """ActiveMQ decodes STOMP escapes in CONNECT headers, which clients send as they are:
+    such a password could never log in (checked against the real broker)."""
+    quoted = secret.replace("\\", "%5C")
+    with pytest.raises(ValueError, match="backslash") as caught:
+        stomp_url.parse(f"stomp://relay:{quoted}@localhost:61613")
+    assert secret not in str(caught.value) and quoted not in str(caught.value)
+    with pytest.raises(ValueError, match="user name"):
+        stomp_url.parse(f"stomp://{quoted}:x@localhost:61613")
+
+
+def test_other_backslashes_are_fine() -> None:
+    config = stomp_url.parse("stomp://relay:a%5Czq%5C1@localhost:61613")
+    assert config.password == "a\\zq\\1"
