@@ -22,12 +22,33 @@ Obj = TypeVar("Obj")
 Value = TypeVar("Value")
 
 
-class ByValue(Generic[Key, Value]):
-    """Values made from a hashable key (a raw database row) in this pass or the last."""
+Entry = TypeVar("Entry")
+
+
+class _TwoPasses(Generic[Key, Entry]):
+    """The entries of the last finished pass, and those the current pass has used."""
 
     def __init__(self) -> None:
-        self._previous: dict[Key, Value] = {}
-        self._current: dict[Key, Value] = {}
+        self._previous: dict[Key, Entry] = {}
+        self._current: dict[Key, Entry] = {}
+
+    def end_pass(self) -> None:
+        """Keep what this pass used, for the next one; drop the rest."""
+        self._previous, self._current = self._current, {}
+
+    def abandon_pass(self) -> None:
+        """Forget what a failed pass computed; the last good pass's entries stay."""
+        self._current = {}
+
+    def clear(self) -> None:
+        self._previous, self._current = {}, {}
+
+    def __len__(self) -> int:
+        return len(self._previous)
+
+
+class ByValue(_TwoPasses[Key, Value]):
+    """Values made from a hashable key (a raw database row) in this pass or the last."""
 
     def map(self, keys: Iterable[Key], make: Callable[[Key], Value]) -> list[Value]:
         """The value for each key: the last pass's, else ``make(key)``. One call per pass
@@ -42,26 +63,13 @@ class ByValue(Generic[Key, Value]):
             values.append(value)
         return values
 
-    def end_pass(self) -> None:
-        self._previous, self._current = self._current, {}
 
-    def abandon_pass(self) -> None:
-        self._current = {}
-
-    def __len__(self) -> int:
-        return len(self._previous)
-
-
-class ByIdentity(Generic[Obj, Value]):
+class ByIdentity(Generic[Obj, Value], _TwoPasses[int, tuple[Obj, Value]]):
     """Values computed for the very objects seen in this pass or the last.
 
     Keyed by ``id()``, which is cheap where hashing a dataclass of addresses is not. The
     memo holds each object too, so its id cannot be reused while the entry exists.
     """
-
-    def __init__(self) -> None:
-        self._previous: dict[int, tuple[Obj, Value]] = {}
-        self._current: dict[int, tuple[Obj, Value]] = {}
 
     def map(self, objs: Iterable[Obj], compute: Callable[[Obj], Value]) -> list[Value]:
         """The value for each object: the last pass's for the very same object, else
@@ -76,18 +84,6 @@ class ByIdentity(Generic[Obj, Value]):
             current[key] = entry
             values.append(entry[1])
         return values
-
-    def end_pass(self) -> None:
-        self._previous, self._current = self._current, {}
-
-    def abandon_pass(self) -> None:
-        self._current = {}
-
-    def clear(self) -> None:
-        self._previous, self._current = {}, {}
-
-    def __len__(self) -> int:
-        return len(self._previous)
 
 
 Fault = tuple[str, str] | None  # (rule, detail) of a row validation leaves out
