@@ -20,12 +20,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests import waiting
 
 HERE = Path(__file__).resolve().parent
 RELOAD_DHCPD = HERE / "reload_dhcpd.sh"
@@ -159,15 +160,8 @@ def kill_namespace_processes(ns: str) -> None:
 
 
 def wait_until(condition: Callable[[], Any], deadline: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; HarnessError after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= end:
-            raise HarnessError(f"timed out after {deadline:.1f} s waiting for {what}")
-        time.sleep(POLL)
+    """``waiting.wait_for`` raising HarnessError (the harness also serves the benchmarks)."""
+    return waiting.wait_for(condition, deadline=deadline, what=what, every=POLL, error=HarnessError)
 
 
 def _stop_pid(pid: int, name: str) -> None:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from typing import Any
 
 import stomp
 
+from tests import waiting
+
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / ".venv" / "bin" / "dhcp-generator"
 RELAY = ROOT / ".venv" / "bin" / "cdc-relay"
@@ -25,15 +26,8 @@ DEADLINE = 30.0  # seconds
 
 
 def wait_for(condition: Callable[[], Any], *, deadline: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``deadline``."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= end:
-            raise AssertionError(f"timed out after {deadline:g} s waiting for {what or condition}")
-        time.sleep(0.05)
+    """``waiting.wait_for`` with this module's default deadline."""
+    return waiting.wait_for(condition, deadline=deadline, what=what)
 
 
 def generator_argv(*args: str) -> list[str]:

@@ -15,12 +15,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import stomp
+
+from tests import waiting
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAY = [sys.executable, "-m", "cdc.cli"]
@@ -40,15 +42,7 @@ CREATE TRIGGER relay_test_record AFTER INSERT ON cdc.change
 """
 
 
-def wait_until(
-    condition: Callable[[], bool], *, deadline: float, what: str, every: float = 0.1
-) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
+wait_until = waiting.wait_for
 
 
 def record_written(db_url: str) -> None:
