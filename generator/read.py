@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
 
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10  # seconds
 STATEMENT_TIMEOUT = 60_000  # milliseconds
-BATCH_ROWS = 5000  # interface rows turned into Python objects at a time
+BATCH_ROWS = 5000  # interface rows received and turned into objects at a time
 
 _subnet = schema.metadata.tables["subnet"]
 _host = schema.metadata.tables["host"]
@@ -143,7 +144,6 @@ def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Sna
 
     With ``rows`` (kept from the previous read), a row that has not changed gives back
     the same ``model.Interface`` object, and making objects is most of a read's cost."""
-    rows = memo.ByValue() if rows is None else rows
     try:
         with engine.connect() as raw:
             conn = raw.execution_options(
@@ -152,19 +152,40 @@ def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Sna
             with conn.begin():
                 visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
                 subnets = tuple(_subnet_from_row(row) for row in conn.execute(SUBNETS).all())
-                # Streamed in batches: never all rows and all objects in memory at once.
-                # A client-side cursor: the server sends every row in one go (~100 bytes
-                # a row), which saves the round trips of a server-side cursor's FETCHes.
-                result = conn.execute(INTERFACES)
                 with collector_paused():
-                    batches = result.partitions(BATCH_ROWS)
-                    fetched = (tuple(row) for batch in batches for row in batch)
-                    interfaces = tuple(rows.map(fetched, _interface_from_row))
-    except sa_exc.DBAPIError as exc:
+                    fetched = _stream(conn, INTERFACES)
+                    made = (
+                        map(_interface_from_row, fetched)
+                        if rows is None
+                        else rows.map(fetched, _interface_from_row)
+                    )
+                    interfaces = tuple(made)
+    except (sa_exc.DBAPIError, psycopg.Error) as exc:
         raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
     logger.debug("read %d subnets and %d interfaces", len(subnets), len(interfaces))
     inventory = model.Inventory(subnets=subnets, interfaces=interfaces)
     return Snapshot(inventory=inventory, visibility=visibility)
+
+
+def _stream(conn: sqlalchemy.Connection, statement: sqlalchemy.Select[Any]) -> Iterator[Any]:
+    """The rows of ``statement``, received in chunks of ``BATCH_ROWS`` while the caller
+    works on the previous ones.
+
+    With libpq 17+ the server sends rows as it computes them, so on two cores the
+    query and the making of objects overlap (a third off a 100,000-row read here), and
+    only one chunk is held in memory at a time. SQLAlchemy builds the statement and owns
+    the transaction; only the rows come from the driver's cursor, because
+    ``stream_results`` would mean a server-side cursor and a round trip per batch.
+    Without chunked mode, a client-side cursor fetches all rows in one go."""
+    compiled = statement.compile(dialect=conn.dialect)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor:
+        if psycopg.capabilities.has_stream_chunked():
+            yield from cursor.stream(str(compiled), compiled.params, size=BATCH_ROWS)
+        else:
+            cursor.execute(str(compiled), compiled.params)
+            while batch := cursor.fetchmany(BATCH_ROWS):
+                yield from batch
 
 
 @contextlib.contextmanager
@@ -215,6 +236,7 @@ def _interface_from_row(row: tuple[Any, ...]) -> model.Interface:
     return model.Interface(id=id_, host_id=host_id, hostname=hostname, name=name, mac=mac, ip=ip)
 
 
-def _first_line(exc: sa_exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
+def _first_line(exc: sa_exc.DBAPIError | psycopg.Error) -> str:
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    text = str(orig) if orig is not None else str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
