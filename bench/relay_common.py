@@ -62,9 +62,9 @@ def environment(reuse: list[str] | None) -> Iterator[Env]:
 
 @contextlib.contextmanager
 def relay(
-    env: Env, *args: str, destination: str | None = None
+    env: Env, *args: str, destination: str | None = None, db_url: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    environ = dict(os.environ, DATABASE_URL=env.db_url, STOMP_URL=env.stomp_url)
+    environ = dict(os.environ, DATABASE_URL=db_url or env.db_url, STOMP_URL=env.stomp_url)
     if destination:
         environ["CDC_DESTINATION"] = destination
     with open(env.workdir / "relay.log", "ab") as log:

@@ -1,16 +1,24 @@
 """Write throughput with change capture, side by side in one run.
 
-4 concurrent writers, each committing single-row INSERTs as fast as it can, for the same
-time against tables that differ only in what happens on write (captured tables use
-cdc.track_v2, as every tracked table does after migration 0004):
+4 concurrent writers, each committing single-row INSERTs into the machine DB's ``host``
+table as fast as it can, for the same time against three copies of the migrated
+database that differ only in what happens on write. Every copy keeps the table's own
+rules (RFC 1123 check, case-insensitive unique name, the ``check_host_v1`` trigger):
 
-  plain            no capture at all (the reference)
-  captured+relay   capture triggers, relay running (the doorbell design)
-  captured         capture triggers, no relay (the doorbell stays disarmed)
-  naive+relay      capture triggers plus a NOTIFY in every transaction, relay running
+  plain            capture removed (cdc.untrack_v2): the reference
+  captured+relay   capture as migrated (track_v2), relay running (the doorbell design),
+                   publishing to a VirtualTopic whose consumer queue a consumer drains
+                   (as a DHCP generator would): the broker stores and delivers every
+                   message, on the same two cores as the database
+  captured+relay, no queue
+                   the same, but the topic has no consumer queue: the broker drops the
+                   messages, as if it ran on a machine of its own
+  captured         capture as migrated, no relay (the doorbell stays disarmed)
+  naive+relay      capture plus a NOTIFY in every transaction, relay running (with queue)
 
-Configurations are interleaved over several rounds so drift on a shared machine hits
-all of them alike; the ratio is the median of each round's ratio to that round's plain.
+Configurations are interleaved over several rounds so drift on a shared machine
+hits all of them alike; the ratio is the median of each round's ratio to that round's
+plain run.
 
     .venv/bin/python bench/write_throughput.py [--seconds 5] [--rounds 3] [--writers 4]
 """
@@ -24,49 +32,64 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
-from relay_common import Env, add_service_args, environment, relay, wait_idle
+from relay_common import Consumer, Env, add_service_args, count, environment, relay, wait_idle
 
-SETUP = """
-CREATE TABLE IF NOT EXISTS bench_plain (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
-CREATE TABLE IF NOT EXISTS bench_captured (LIKE bench_plain INCLUDING ALL);
-CREATE TABLE IF NOT EXISTS bench_naive (LIKE bench_plain INCLUDING ALL);
-SELECT cdc.track_v2('bench_captured');
-SELECT cdc.track_v2('bench_naive');
+NAIVE = """
 CREATE OR REPLACE FUNCTION bench_notify_always() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('cdc_change', '');
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS bench_notify_always ON bench_naive;
-CREATE TRIGGER bench_notify_always AFTER INSERT ON bench_naive
+CREATE TRIGGER bench_notify_always AFTER INSERT ON host
     FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_always();
 """
-
-CONFIGS = [
-    ("plain", "bench_plain", False),
-    ("captured+relay", "bench_captured", True),
-    ("captured", "bench_captured", False),
-    ("naive+relay", "bench_naive", True),
-]
+PLAIN = "SELECT cdc.untrack_v2('public.host')"
 
 
-def write_for(db_url: str, table: str, seconds: float, writers: int) -> float:
-    """Commits per second from ``writers`` threads inserting one row per transaction."""
+@dataclass(frozen=True)
+class Config:
+    name: str
+    db_url: str
+    topic: str | None  # where the relay publishes; None: no relay
+
+
+def copies(env: Env, queued: str, unqueued: str) -> list[Config]:
+    """The configurations, on three databases copied from the migrated one (nothing
+    may be connected to it)."""
+    base, _, name = env.db_url.rpartition("/")
+    urls = {suffix: f"{base}/{name}_{suffix}" for suffix in ("plain", "naive")}
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        for suffix in urls:
+            conn.execute(f"DROP DATABASE IF EXISTS {name}_{suffix}".encode())
+            conn.execute(f"CREATE DATABASE {name}_{suffix} TEMPLATE {name}".encode())
+    for suffix, sql in (("plain", PLAIN), ("naive", NAIVE)):
+        with psycopg.connect(urls[suffix], autocommit=True) as conn:
+            conn.execute(sql.encode())
+    return [
+        Config("plain", urls["plain"], None),
+        Config("captured+relay", env.db_url, queued),
+        Config("captured+relay, no queue", env.db_url, unqueued),
+        Config("captured", env.db_url, None),
+        Config("naive+relay", urls["naive"], queued),
+    ]
+
+
+def write_for(db_url: str, seconds: float, writers: int) -> float:
+    """Commits per second from ``writers`` threads inserting one host per transaction."""
     counts = [0] * writers
     start = threading.Barrier(writers + 1)
     stop = threading.Event()
 
     def writer(index: int) -> None:
         with psycopg.connect(db_url, autocommit=True) as conn:
-            sql = f"INSERT INTO {table} (name) VALUES (%s)"
-            name = f"w{index}-{uuid.uuid4().hex[:8]}"
+            prefix = f"w{index}-{uuid.uuid4().hex[:8]}-"
             start.wait()
             n = 0
             while not stop.is_set():
-                conn.execute(sql, [name])
+                conn.execute("INSERT INTO host (hostname) VALUES (%s)", [f"{prefix}{n}"])
                 n += 1
             counts[index] = n
 
@@ -83,36 +106,55 @@ def write_for(db_url: str, table: str, seconds: float, writers: int) -> float:
 
 
 @contextlib.contextmanager
-def maybe_relay(env: Env, running: bool, topic: str) -> Iterator[None]:
-    if not running:
+def maybe_relay(env: Env, config: Config) -> Iterator[None]:
+    if config.topic is None:
         yield
         return
-    with relay(env, destination=topic), psycopg.connect(env.db_url, autocommit=True) as conn:
+    with (
+        relay(env, destination=config.topic, db_url=config.db_url),
+        psycopg.connect(config.db_url, autocommit=True) as conn,
+    ):
         wait_idle(conn)
         yield
+        wait_idle(conn)  # published before the next configuration starts
 
 
 def measure(env: Env, seconds: float, rounds: int, writers: int) -> list[str]:
-    # a VirtualTopic with no consumer queue: the broker drops the copies, so the run
-    # measures the writers, not the broker's store filling up
-    topic = f"/topic/VirtualTopic.write{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(env.db_url, autocommit=True) as conn:
-        conn.execute(SETUP)
-    rates: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
-    for _ in range(rounds):
-        for name, table, with_relay in CONFIGS:
-            with maybe_relay(env, with_relay, topic):
-                rates[name].append(write_for(env.db_url, table, seconds, writers))
+    queued = f"/topic/VirtualTopic.write{uuid.uuid4().hex[:8]}"
+    unqueued = f"/topic/VirtualTopic.write{uuid.uuid4().hex[:8]}"
+    configs = copies(env, queued, unqueued)
+    consumer = Consumer(env.stomp_port, queued)  # declares and drains the consumer queue
+    expected = 0
+    rates: dict[str, list[float]] = {c.name: [] for c in configs}
+    try:
+        for _ in range(rounds):
+            for config in configs:
+                with psycopg.connect(config.db_url, autocommit=True) as conn:
+                    backlog = count(conn, "SELECT count(*) FROM cdc.change")
+                    hosts = count(conn, "SELECT count(*) FROM host")
+                    with maybe_relay(env, config):  # publishes all before it ends
+                        rates[config.name].append(write_for(config.db_url, seconds, writers))
+                    if config.topic == queued:
+                        expected += backlog + count(conn, "SELECT count(*) FROM host") - hosts
+        consumer.wait_for(expected, deadline=120)
+    finally:
+        consumer.close()
     # ratios pair each configuration with the plain run of the same round (drift cancels)
     lines = [
-        f"write throughput, {writers} writers, single-row INSERT, {rounds} rounds x "
-        f"{seconds:.0f} s, median rate and median per-round ratio to plain:"
+        f"write throughput, {writers} writers, single-row INSERT into host, {rounds} rounds x "
+        f"{seconds:.0f} s, median rate and median per-round ratio to plain "
+        f"(the consumer received {consumer.received:,} of the {expected:,} changes published"
+        " to its queue):"
     ]
-    for name, _, _ in CONFIGS:
-        rate = statistics.median(rates[name])
-        ratio = statistics.median(r / p for r, p in zip(rates[name], rates["plain"], strict=True))
+    for config in configs:
+        name = config.name
+        per_round = [r / p for r, p in zip(rates[name], rates["plain"], strict=True)]
         each = ", ".join(f"{r:,.0f}" for r in rates[name])
-        lines.append(f"  {name:15} {rate:8,.0f} commits/s  ratio {ratio:.2f}  ({each})")
+        ratios = ", ".join(f"{r:.3f}" for r in per_round)
+        lines.append(
+            f"  {name:26} {statistics.median(rates[name]):8,.0f} commits/s"
+            f"  ratio {statistics.median(per_round):.3f}  (rates {each}; ratios {ratios})"
+        )
     return lines
 
 
