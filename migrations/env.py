@@ -38,7 +38,11 @@ def run_migrations_online() -> None:
     engine = create_engine(database_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=target_metadata, transaction_per_migration=True
+            connection=connection,
+            target_metadata=target_metadata,
+            transaction_per_migration=True,
+            # alembic check compares defaults too (DEFAULT true, '{}', 'eth0')
+            compare_server_default=True,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -7,6 +7,10 @@ Each instance lives in a directory of its own, on a free port, and works both as
     scripts/services.py start all --dir DIR     # prints DATABASE_URL= and STOMP_URL= lines
     scripts/services.py stop all --dir DIR
 
+``start`` also creates the database ``machinedb`` that DATABASE_URL names and migrates
+it to head (``--no-migrate``: leave it as it is); stdout carries only the KEY=value
+lines, stderr says what was done to the database.
+
 The same classes are imported by the test fixtures (tests/conftest.py).
 """
 
@@ -27,8 +31,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+import psycopg.sql
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.exc import SQLAlchemyError
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIVEMQ_CONF = REPO / "deploy" / "activemq"
@@ -464,6 +473,37 @@ class ActiveMQBroker:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+DATABASE = "machinedb"  # the database that ``start`` prepares and prints
+
+
+def prepare_database(cluster: PostgresCluster, *, migrate_it: bool) -> str:
+    """Create the database ``machinedb`` if missing and, with ``migrate_it``, migrate it
+    to head; return one line for the operator saying where it stands."""
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE])
+        existed = found.fetchone() is not None
+        if not existed:
+            conn.execute(
+                psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(DATABASE))
+            )
+    url = cluster.url(DATABASE)
+    if migrate_it:
+        migrate(url)
+    with psycopg.connect(url) as conn:
+        version = None
+        if conn.execute("SELECT to_regclass('public.alembic_version')").fetchone() != (None,):
+            version = conn.execute("SELECT max(version_num) FROM alembic_version").fetchone()
+    current = version[0] if version else None
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    if current is None:
+        state = "not migrated (alembic upgrade head)"
+    elif current == head:
+        state = f"migrated to {current} (head)"
+    else:
+        state = f"at revision {current}, head is {head} (alembic upgrade head)"
+    return f"database {DATABASE} {'existed' if existed else 'created'}, {state}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["start", "stop"])
@@ -471,7 +511,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, type=Path, help="state directory")
     parser.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
     parser.add_argument("--stomp-port", type=int, help="STOMP port (default: a free one)")
+    parser.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help=f"start: create the database {DATABASE} but do not migrate it",
+    )
     args = parser.parse_args(argv)
+    # the migrations import the package `migrations`: make the repository importable from
+    # any working directory (alembic.ini's prepend_sys_path "." is the working directory)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     services: list[PostgresCluster | ActiveMQBroker] = []
     if args.service in ("pg", "all"):
         services.append(PostgresCluster(args.dir / "pg", args.pg_port))
@@ -482,12 +531,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "start":
                 svc.start()
                 if isinstance(svc, PostgresCluster):
-                    print(f"DATABASE_URL={svc.url('machinedb')}")
+                    done = prepare_database(svc, migrate_it=not args.no_migrate)
+                    print(f"services: PostgreSQL on port {svc.port}: {done}", file=sys.stderr)
+                    print(f"DATABASE_URL={svc.url(DATABASE)}", flush=True)
                 else:
-                    print(f"STOMP_URL={svc.url}")
+                    print(f"STOMP_URL={svc.url}", flush=True)
             else:
                 svc.stop()
-    except (ServiceError, subprocess.CalledProcessError) as exc:
+    except (
+        ServiceError,
+        subprocess.CalledProcessError,
+        psycopg.Error,
+        SQLAlchemyError,
+        CommandError,
+    ) as exc:
         print(f"services: {exc}", file=sys.stderr)
         return 1
     return 0

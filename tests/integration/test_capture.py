@@ -3,14 +3,18 @@ and rings the doorbell at most once per transaction, only after commit."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.inventory import seed
+from tests.conftest import ROOT
+from tests.integration.inventory import TABLES, seed
 
 pytestmark = pytest.mark.pg
+
+DBA_DOC = ROOT / "docs" / "dba.md"
 
 
 def changes(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -48,7 +52,12 @@ def test_multi_row_insert_gives_one_row_each_in_key_order(db: psycopg.Connection
         ("host", "INSERT", {"id": 3}),
     ]
     assert len({r[5] for r in rows}) == 1  # one transaction
-    assert [r[4]["hostname"] for r in rows] == ["a", "b", "c"]
+    assert [r[3] for r in rows] == [None, None, None]  # no before image for an INSERT
+    assert [r[4] for r in rows] == [
+        {"id": i, "hostname": name, "hardware_type_id": None, "enabled": True, "description": None}
+        for i, name in ((1, "a"), (2, "b"), (3, "c"))
+    ]
+    assert [r[4] for r in rows] == [row_image(db, "host", i) for i in (1, 2, 3)]
 
 
 def test_update_of_several_rows_has_before_and_after(db: psycopg.Connection[Any]) -> None:
@@ -169,23 +178,85 @@ def test_no_doorbell_while_the_relay_is_awake(db_url: str) -> None:
         assert notifications(listener, 1.0) == ["cdc_change"]
 
 
-def test_tracking_a_new_table_is_one_call(db: psycopg.Connection[Any]) -> None:
-    db.execute("CREATE TABLE rack (code text PRIMARY KEY, room text)")
-    db.execute("SELECT cdc.track('public.rack')")
-    db.execute("INSERT INTO rack VALUES ('r1', 'a')")
-    db.execute("UPDATE rack SET room = 'b'")
-    rows = changes(db)
-    assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("rack", "INSERT", {"code": "r1"}),
-        ("rack", "UPDATE", {"code": "r1"}),
+# (trigger, tgtype, old transition table, new transition table): tgtype bits are
+# ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32, INSTEAD 64, so each
+# value below is one event, AFTER, FOR EACH STATEMENT
+CAPTURE_TRIGGERS = {
+    ("cdc_capture_insert", 4, None, "new_rows"),
+    ("cdc_capture_update", 16, "old_rows", "new_rows"),
+    ("cdc_capture_delete", 8, "old_rows", None),
+    ("cdc_capture_truncate", 32, None, None),
+}
+
+
+def capture_triggers(conn: psycopg.Connection[Any], table: str) -> set[tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT tgname, tgtype, tgoldtable, tgnewtable, tgfoid::regproc::text, tgenabled "
+        "FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname LIKE 'cdc%%'",
+        [table],
+    ).fetchall()
+    return set(rows)
+
+
+def test_capture_triggers_are_statement_level_with_transition_tables(
+    db: psycopg.Connection[Any],
+) -> None:
+    for table in TABLES:
+        function = f"cdc.capture_v2_public_{table}"
+        assert capture_triggers(db, f"public.{table}") == {
+            (*trigger, function, "O") for trigger in CAPTURE_TRIGGERS
+        }, table
+
+
+def documented_sql(path: str) -> str:
+    """The ```sql block of docs/dba.md that starts with the comment ``-- <path>``."""
+    blocks = re.findall(r"```sql\n(.*?)```", DBA_DOC.read_text(), flags=re.DOTALL)
+    found = [block for block in blocks if block.startswith(f"-- {path}\n")]
+    assert len(found) == 1, f"docs/dba.md should show {path} once"
+    return found[0]
+
+
+def test_tracking_a_new_table_as_docs_dba_md_shows(db: psycopg.Connection[Any]) -> None:
+    db.execute(documented_sql("migrations/sql/0005_rack.up.sql"))
+    assert capture_triggers(db, "public.rack") == {
+        (*trigger, "cdc.capture_v2_public_rack", "O") for trigger in CAPTURE_TRIGGERS
+    }
+    assert ("rack",) in db.execute("SELECT table_name::text FROM cdc.tracked_table").fetchall()
+
+    db.execute("INSERT INTO rack (code, room) VALUES ('r2', 'a'), ('r1', 'a')")
+    db.execute("UPDATE rack SET room = 'b' WHERE code = 'r1'")
+    db.execute("UPDATE rack SET room = room")  # changes nothing: not captured
+    db.execute("DELETE FROM rack WHERE code = 'r2'")
+    with db.transaction():  # the application role, which has no rights on cdc
+        db.execute("SET LOCAL ROLE machinedb_app")
+        db.execute("INSERT INTO rack (code) VALUES ('r3')")
+    db.execute("TRUNCATE rack")
+    assert [r[:5] for r in changes(db)] == [
+        ("rack", "INSERT", {"code": "r1"}, None, {"code": "r1", "room": "a"}),
+        ("rack", "INSERT", {"code": "r2"}, None, {"code": "r2", "room": "a"}),
+        (
+            "rack",
+            "UPDATE",
+            {"code": "r1"},
+            {"code": "r1", "room": "a"},
+            {"code": "r1", "room": "b"},
+        ),
+        ("rack", "DELETE", {"code": "r2"}, {"code": "r2", "room": "a"}, None),
+        ("rack", "INSERT", {"code": "r3"}, None, {"code": "r3", "room": None}),
+        ("rack", "TRUNCATE", None, None, None),
     ]
-    assert rows[1][3] == {"code": "r1", "room": "a"} and rows[1][4] == {"code": "r1", "room": "b"}
-    db.execute("SELECT cdc.untrack('public.rack')")
-    db.execute("DELETE FROM rack")
-    assert len(changes(db)) == 2
+
+    db.execute(documented_sql("migrations/sql/0005_rack.down.sql"))
+    leftovers = db.execute(
+        "SELECT to_regclass('public.rack'), to_regproc('cdc.capture_v2_public_rack')"
+    ).fetchone()
+    assert leftovers == (None, None)
 
 
 def test_tracking_a_table_without_primary_key_fails_clearly(db: psycopg.Connection[Any]) -> None:
     db.execute("CREATE TABLE loose (x int)")
-    with pytest.raises(psycopg.errors.RaiseException, match="needs a primary key"):
-        db.execute("SELECT cdc.track('public.loose')")
+    with pytest.raises(
+        psycopg.errors.RaiseException, match=r"track_v2\(loose\): the table needs a primary key"
+    ):
+        db.execute("SELECT cdc.track_v2('public.loose')")
+    assert capture_triggers(db, "public.loose") == set()

@@ -24,7 +24,7 @@ BAD_INPUT = {
     "short mac": (
         "INSERT INTO interface (host_id, name, mac) VALUES (2, 'eth1', '52:54:00:00:09')",
         errors.InvalidTextRepresentation,
-        ["macaddr"],
+        ["macaddr", "52:54:00:00:09"],
     ),
     "multicast mac": (
         "INSERT INTO interface (host_id, name, mac) VALUES (2, 'eth1', '01:00:5e:00:00:01')",
@@ -226,6 +226,45 @@ def test_bad_input_is_rejected_clearly_and_changes_nothing(
     before = snapshot(db)
     with pytest.raises(error) as raised:
         db.execute(statement)
+    message = str(raised.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert snapshot(db) == before
+
+
+# A subnet change that leaves an existing interface on the subnet's network or broadcast
+# address: (interface ip in subnet 'lab' 10.30.0.0/24, new network, message fragments)
+SUBNET_CHANGES = {
+    "shifted so an interface is the network address": (
+        "10.30.0.64",
+        "10.30.0.64/26",
+        ["UPDATE of subnet 'lab' (10.30.0.0/24)", "ip 10.30.0.64 is the network address",
+         "(10.30.0.64/26)", "interface_ip_not_network"],
+    ),
+    "shrunk so an interface is the broadcast address": (
+        "10.30.0.63",
+        "10.30.0.0/26",
+        ["UPDATE of subnet 'lab' (10.30.0.0/24)", "ip 10.30.0.63 is the broadcast address",
+         "(10.30.0.0/26)", "interface_ip_not_broadcast"],
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(SUBNET_CHANGES))
+def test_subnet_change_may_not_put_an_interface_on_network_or_broadcast(
+    db: psycopg.Connection[Any], case: str
+) -> None:
+    ip, network, fragments = SUBNET_CHANGES[case]
+    seed(db)
+    db.execute("INSERT INTO subnet (id, name, network) VALUES (3, 'lab', '10.30.0.0/24')")
+    db.execute(
+        "INSERT INTO interface (host_id, name, mac, ip) VALUES (2, 'eth1', '52:54:00:00:00:09', %s)",
+        [ip],
+    )
+    before = snapshot(db)
+    with pytest.raises(errors.CheckViolation) as raised:
+        db.execute("UPDATE subnet SET network = %s WHERE name = 'lab'", [network])
+    assert raised.value.diag.constraint_name == "subnet_keeps_interfaces_valid"
     message = str(raised.value)
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
