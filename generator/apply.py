@@ -144,6 +144,51 @@ def apply(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Preview:
+    """What ``apply`` would do with a text, found out without writing or reloading."""
+
+    changed: bool  # the bytes differ from the file in place
+    reload: bool  # apply would run the reload (a change, or a file never loaded)
+    reservations: int
+    previous_reservations: int
+    refusal: str | None  # why apply would refuse the text; None if it would take it
+    check: syntax_check.CheckResult | None  # the checker's verdict; None if not run
+
+
+def preview(text: str, *, config: settings.ApplySettings) -> Preview:
+    """Run the checks ``apply`` runs before it writes (wipe guard, then the server's
+    checker on a private copy of the text) and say what it would do; change nothing."""
+    current = read_current(config.output)
+    new_count = count_reservations(text, fmt=config.fmt)
+    old_count = count_reservations(current, fmt=config.fmt)
+    counts = {"reservations": new_count, "previous_reservations": old_count}
+    if current == text:
+        never_loaded = _loaded_digest(config.output) != _digest(text.encode("utf-8"))
+        reload = _reloads(config) and never_loaded
+        return Preview(changed=False, reload=reload, refusal=None, check=None, **counts)
+    check = None
+    try:
+        check_removal(
+            current=old_count,
+            new=new_count,
+            max_share=config.max_removal_share,
+            force=config.force,
+            target=config.output,
+        )
+        if config.syntax_check:
+            check = syntax_check.check_text(text, fmt=config.fmt)
+    except errors.ConfigRejected as exc:
+        where = f"the rendered {config.output.name}"  # not the private copy it checked
+        rejected = errors.ConfigRejected(
+            checker=exc.checker, path=where, returncode=exc.returncode, output=exc.output
+        )
+        return Preview(changed=True, reload=False, refusal=str(rejected), check=None, **counts)
+    except (WipeRefused, errors.CheckerFailed) as exc:
+        return Preview(changed=True, reload=False, refusal=str(exc), check=None, **counts)
+    return Preview(changed=True, reload=_reloads(config), refusal=None, check=check, **counts)
+
+
 def remove_stale_candidates(target: Path) -> int:
     """Delete candidates a crashed run left next to ``target``; return how many."""
     removed = 0
@@ -205,6 +250,9 @@ def _reload_or_restore(config: settings.ApplySettings, *, had_previous: bool) ->
     try:
         reload(config)
     except ReloadFailed as first:
+        # What the server runs now is unknown (Kea drops its config on a failed
+        # config-reload): until a reload succeeds, no file counts as loaded.
+        _loaded_path(config.output).unlink(missing_ok=True)
         if not had_previous:
             raise
         logger.error(

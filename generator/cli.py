@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from generator import apply, daemon, errors, read, render, render_options, settings
 from generator import metrics as metrics_module
@@ -23,11 +25,22 @@ logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+PROG = "dhcp-generator"
+PORT_MAX = 65535
+PREFETCH_MAX = 2**31 - 1  # messages; ActiveMQ reads prefetchSize as a Java int
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line: ``dhcp-generator: <reason> (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        reason = message.splitlines()[0] if message else "bad usage"
+        self.exit(EXIT_USAGE, f"{self.prog}: {reason} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dhcp-generator",
+    parser = Parser(
+        prog=PROG,
         description=(
             "Render dhcpd.conf or kea-dhcp4.conf from the machine database, apply it"
             " atomically and reload the server when it changed. Runs as a daemon woken"
@@ -39,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--dry-run",
         action="store_true",
-        help="print a unified diff against the current file and change nothing",
+        help="print a unified diff against the current file, then whether a real run would"
+        " apply or refuse it (same wipe guard and syntax check); change nothing",
     )
     parser.add_argument("--format", choices=render.FORMATS, default="isc", dest="fmt")
     parser.add_argument("--output", type=Path, help="config file (default: by format)")
@@ -54,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--kea-lease-file",
-        default=render_options.KEA_LEASE_FILE,
-        help="Kea: memfile lease database to render (default %(default)s)",
+        help=f"Kea: memfile lease database to render (default {render_options.KEA_LEASE_FILE})",
     )
     parser.add_argument(
         "--interface",
@@ -78,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run dhcpd -t / kea-dhcp4 -t on the candidate",
     )
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        help=f"serve Prometheus metrics on this port (1-{PORT_MAX})",
+    )
     parser.add_argument(
         "--database-url",
         help="machine database (env DATABASE_URL, or a file named by DATABASE_URL_FILE)",
@@ -89,14 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--destination", help="change topic (env CDC_DESTINATION)")
     parser.add_argument("--consumer", help="durable consumer name (env DHCP_CONSUMER)")
-    parser.add_argument("--prefetch", type=_positive_int, default=settings.PREFETCH)
+    parser.add_argument(
+        "--prefetch",
+        type=_prefetch,
+        default=settings.PREFETCH,
+        help="unacknowledged messages the broker may send ahead (default %(default)s)",
+    )
     parser.add_argument(
         "--ssl-ca-file",
         help="CA certificates for stomp+ssl:// (env SSL_CA_FILE; default: the system's)",
     )
     parser.add_argument(
         "--window",
-        type=float,
+        type=_non_negative_seconds,
         default=settings.COALESCE_WINDOW,
         help="seconds between renders during a burst (default %(default)s)",
     )
@@ -107,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep per-row work between renders up to this many interfaces, ~1.3 KB each,"
         " for fast renders after a change; 0 turns it off (default %(default)s)",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="INFO",
+        metavar="LEVEL",
+        help=f"{', '.join(logs.LEVELS)} (default %(default)s)",
+    )
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
     return parser
 
@@ -126,9 +154,10 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
     destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION
     consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
     fmt: render.Format = args.fmt
+    _check_kea_only(args)
     options = render_options.RenderOptions(
         interfaces=tuple(args.interface),
-        lease_file=args.kea_lease_file,
+        lease_file=args.kea_lease_file or render_options.KEA_LEASE_FILE,
         **({"control_socket": args.kea_control_socket} if args.kea_control_socket else {}),
     )
     return settings.Settings(
@@ -151,6 +180,25 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
             options=options,
         ),
     )
+
+
+# Flags that only mean something to Kea: with --format isc they would silently do nothing.
+KEA_ONLY = {
+    "kea_control_socket": "--kea-control-socket needs --format kea: ISC dhcpd has no"
+    " control socket, reload it with --reload-command",
+    "interface": "--interface needs --format kea: ISC dhcpd takes its interfaces on its"
+    " own command line",
+    "kea_lease_file": "--kea-lease-file needs --format kea: ISC dhcpd takes its lease file"
+    " on its own command line (-lf)",
+}
+
+
+def _check_kea_only(args: argparse.Namespace) -> None:
+    if args.fmt == "kea":
+        return
+    for name, reason in KEA_ONLY.items():
+        if getattr(args, name):
+            raise ValueError(reason)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +238,9 @@ def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
 
 
 def _dry_run(config: settings.Settings) -> int:
+    """Print the diff a real run would apply, then (on stderr) what it would do with it:
+    the same wipe guard and syntax check run, nothing is written or reloaded. Exit 1
+    when a real run would refuse the render, as ``--once`` would."""
     engine = read.make_engine(config.database_url)
     try:
         document, _ = daemon.prepare(engine, config=config.apply, metrics=metrics_module.Metrics())
@@ -210,7 +261,30 @@ def _dry_run(config: settings.Settings) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    preview = apply.preview(document.text, config=config.apply)
+    print(f"{PROG}: dry run: {_verdict(preview, config.apply)}", file=sys.stderr)
+    return EXIT_FAILED if preview.refusal is not None else 0
+
+
+def _verdict(preview: apply.Preview, config: settings.ApplySettings) -> str:
+    """One line: what a real run would do with the rendered file."""
+    if preview.refusal is not None:
+        return f"a real run would refuse this render and keep {config.output}: {preview.refusal}"
+    if not preview.changed:
+        if preview.reload:
+            return "no change; a real run would reload the file (the server never loaded it)"
+        return "no change; a real run would write and reload nothing"
+    if preview.check is None:
+        checked = "syntax check off (--no-syntax-check)"
+    elif preview.check.skipped:
+        checked = f"not checked: {preview.check.output}"
+    else:
+        checked = f"{preview.check.checker} accepts it"
+    reload = " and reload" if preview.reload else ""
+    return (
+        f"a real run would write{reload} {config.output} with {preview.reservations}"
+        f" reservations (now {preview.previous_reservations}); {checked}"
+    )
 
 
 def _fail(reason: str) -> int:
@@ -218,25 +292,58 @@ def _fail(reason: str) -> int:
     return EXIT_FAILED
 
 
+def _finite(text: str, what: str) -> float:
+    """``text`` as a float; NaN and infinity are refused like any other bad number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    return value
+
+
 def _share(text: str) -> float:
-    value = float(text)
+    value = _finite(text, "a number from 0 to 1")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = _finite(text, "a number of seconds, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
+    return value
+
+
+def _integer(text: str, *, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+    return _integer(text, low=0, high=None, what="a whole number, 0 or more")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _prefetch(text: str) -> int:
+    return _integer(text, low=1, high=PREFETCH_MAX, what=f"a whole number from 1 to {PREFETCH_MAX}")
+
+
+def _port(text: str) -> int:
+    return _integer(text, low=1, high=PORT_MAX, what=f"a port number from 1 to {PORT_MAX}")
+
+
+def _log_level(text: str) -> str:
+    try:
+        return logs.parse_level(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":

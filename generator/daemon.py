@@ -149,7 +149,8 @@ class Daemon:
         if visibility is None:
             retry_in = next(self._render_delays)
             self.coalescer.failed(end=end, retry_in=retry_in)
-            self.pending = [*covered, *self.pending]
+            self.pending = [*covered, *self.pending]  # not acknowledged: kept for the retry
+            self.metrics.pending.set(len(self.pending))
             self.dirty = True
             logger.info("next render attempt in %.1f s", retry_in)
             return

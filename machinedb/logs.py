@@ -8,6 +8,9 @@ import re
 import sys
 from typing import Any
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # what the logging module accepts too
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -43,7 +46,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def parse_level(text: str) -> str:
+    """``text`` as one of ``LEVELS`` (any case); ValueError with a one-line reason."""
+    level = text.strip().upper()
+    level = _ALIASES.get(level, level)
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {text!r} (one of {', '.join(LEVELS)})")
+    return level
+
+
 def setup(level: str = "INFO", json: bool = False) -> None:
+    """Log to stderr at ``level`` (see ``parse_level``; ValueError for an unknown one)."""
+    level = parse_level(level)
     handler = logging.StreamHandler(sys.stderr)
     if json:
         handler.setFormatter(JsonFormatter())
@@ -53,7 +67,7 @@ def setup(level: str = "INFO", json: bool = False) -> None:
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level)
     # stomp.py logs every frame at INFO and each failed connection attempt as a
     # WARNING; both commands report a broker outage once themselves. Keep it for DEBUG.
     stomp_level = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL

@@ -1,23 +1,30 @@
-"""Broker and database outages: the daemon keeps the last config, retries with
-back-off, and catches up from the database once the service is back."""
+"""Faults: broker and database outages, a refused render, a crash between write and
+ack, a Kea that refuses a new file. The config in place stays, messages stay unacked
+until a render covering them succeeds, and nothing is reloaded without need."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import services
 
+from generator import daemon as generator_daemon
+from generator import kea_control, metrics, read, render_options, settings, syntax_check
 from tests.integration import generator_support as gs
+from tests.integration import relay_helpers
+from tests.integration.conftest import SpawnRelay
 from tests.integration.inventory import seed
 
-pytestmark = [
-    pytest.mark.pg,
-    pytest.mark.broker,
-    pytest.mark.slow,
-]
+pytestmark = pytest.mark.pg
 
 NEW_HOST = (
     "INSERT INTO host (id, hostname) VALUES (20, 'late1');"
@@ -53,6 +60,8 @@ def running() -> Iterator[list[gs.Daemon]]:
             assert daemon.terminate() == 0, daemon.output()
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_broker_restart_renders_on_reconnect(
     db_url: str,
     db: psycopg.Connection[object],
@@ -84,6 +93,8 @@ def test_broker_restart_renders_on_reconnect(
     assert daemon.output().count("subscribed to") == 2
 
 
+@pytest.mark.broker
+@pytest.mark.slow
 def test_database_outage_keeps_message_until_render_succeeds(
     private_pg: services.PostgresCluster,
     broker: services.ActiveMQBroker,
@@ -124,3 +135,242 @@ def test_database_outage_keeps_message_until_render_succeeds(
     gs.wait_for(lambda: "10.20.0.70" in out.read_text(), deadline=60, what="the retried render")
     gs.wait_for(lambda: gs.metric(port, "dhcp_generator_pending_messages") == 0, what="the ack")
     assert daemon.alive()
+
+
+# The seeded hosts, put back after a test deleted them: the same rows render the same bytes.
+SEEDED_HOSTS = """
+INSERT INTO host (id, hostname, hardware_type_id, description) VALUES
+    (1, 'web1', 1, 'front end'), (2, 'db1', NULL, NULL);
+INSERT INTO interface (id, host_id, name, mac, ip) VALUES
+    (1, 1, 'eth0', '52:54:00:00:00:01', '10.20.0.10'),
+    (2, 1, 'ipmi', '52:54:00:00:01:01', '10.21.0.10'),
+    (3, 2, 'eth0', '52:54:00:00:00:02', '10.20.0.11');
+"""
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_refused_render_keeps_the_message_pending(
+    db_url: str,
+    db: psycopg.Connection[object],
+    broker: services.ActiveMQBroker,
+    unique_destination: str,
+    tmp_path: Path,
+    running: list[gs.Daemon],
+) -> None:
+    seed(db)
+    out = tmp_path / "dhcpd.conf"
+    reloads = tmp_path / "reloads"
+    port = services.free_port()
+    args = daemon_args(db_url, broker.url, unique_destination, out, port)
+    args += ["--reload-command", gs.reload_command(reloads)]
+    daemon = gs.Daemon(args, tmp_path / "daemon.log").start()
+    running.append(daemon)
+    gs.wait_for(out.exists, what="the first render")
+    before = out.read_text()
+
+    db.execute("DELETE FROM host")  # every reservation would go: the wipe guard refuses
+    publisher = gs.Publisher(broker.port, unique_destination)
+    try:
+        # no txid in the body: nothing tells the daemon it has seen this change
+        publisher.send("host", "DELETE", body='{"table": "host"}')
+    finally:
+        publisher.close()
+    gs.wait_for(
+        lambda: (gs.metric(port, 'dhcp_generator_renders_total{result="refused"}') or 0) >= 1,
+        what="the refused render",
+    )
+    assert gs.metric(port, "dhcp_generator_pending_messages") == 1  # not acknowledged
+    assert out.read_text() == before
+    assert gs.reload_count(reloads) == 1
+    assert "refusing to write" in daemon.output()
+
+    db.execute(SEEDED_HOSTS)  # the retried render finds the file current, and acks
+    gs.wait_for(
+        lambda: gs.metric(port, "dhcp_generator_pending_messages") == 0,
+        deadline=60,
+        what="the ack after a successful render",
+    )
+    assert gs.metric(port, 'dhcp_generator_renders_total{result="unchanged"}') == 1
+    assert out.read_text() == before
+    assert gs.reload_count(reloads) == 1
+
+
+CHANGES_WHILE_DOWN = [
+    "INSERT INTO host (id, hostname) VALUES (30, 'crash1');"
+    "INSERT INTO interface (host_id, mac, ip) VALUES (30, '52:54:00:00:00:30', '10.20.0.30')",
+    "UPDATE interface SET ip = '10.20.0.31' WHERE host_id = 30",
+    "UPDATE interface SET ip = '10.20.0.77' WHERE id = 3",
+    "DELETE FROM host WHERE id = 30",
+    "UPDATE host SET description = 'rack 4' WHERE id = 1",
+]
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_redelivery_after_a_crash_between_write_and_ack_reloads_nothing(
+    db_url: str,
+    db: psycopg.Connection[object],
+    broker: services.ActiveMQBroker,
+    unique_destination: str,
+    tmp_path: Path,
+    running: list[gs.Daemon],
+    spawn_relay: SpawnRelay,
+) -> None:
+    """A generator killed after it wrote and reloaded a file, before it acked the
+    messages that file covers. The same state, reached deterministically: the changes
+    wait in the queue (nobody consumes), a ``--once`` with the same reload command
+    writes and reloads the file, then the daemon starts and gets them all delivered."""
+    seed(db)
+    out = tmp_path / "dhcpd.conf"
+    reloads = tmp_path / "reloads"
+    reload_args = ["--reload-command", gs.reload_command(reloads)]
+
+    def args(port: int) -> list[str]:
+        return [*daemon_args(db_url, broker.url, unique_destination, out, port), *reload_args]
+
+    first = gs.Daemon(args(services.free_port()), tmp_path / "first.log").start()
+    running.append(first)
+    gs.wait_for(out.exists, what="the first render")  # subscribed: the queue exists now
+    assert first.terminate() == 0, first.output()
+    assert gs.reload_count(reloads) == 1
+
+    for statement in CHANGES_WHILE_DOWN:
+        db.execute(statement)
+    changes = relay_helpers.outbox_count(db_url)
+    assert changes >= len(CHANGES_WHILE_DOWN)
+    spawn_relay(db_url=db_url, stomp_url=broker.url, destination=unique_destination)
+    gs.wait_for(lambda: relay_helpers.outbox_count(db_url) == 0, what="the relay to publish")
+
+    done = gs.run_generator("--once", "--database-url", db_url, "--output", str(out), *reload_args)
+    assert done.returncode == 0, done.stderr
+    assert gs.reload_count(reloads) == 2
+    written = out.read_text()
+    assert "10.20.0.77" in written and "crash1" not in written
+    written_stat = out.stat()
+
+    port = services.free_port()
+    second = gs.Daemon(args(port), tmp_path / "second.log").start()
+    running.append(second)
+
+    def sample(name: str) -> float:
+        return gs.metric(port, name) or 0.0
+
+    # Before its first render the daemon acks nothing: all received and none pending
+    # means every message was covered by a render or the snapshot behind it.
+    gs.wait_for(
+        lambda: (
+            sample('dhcp_generator_messages_total{kind="relevant"}') == changes
+            and gs.metric(port, "dhcp_generator_pending_messages") == 0
+        ),
+        what=f"all {changes} redelivered messages acknowledged",
+    )
+    renders = {
+        result: sample(f'dhcp_generator_renders_total{{result="{result}"}}')
+        for result in metrics.RESULTS
+    }
+    # one render (the one every start does) found the same bytes; the rest were covered
+    assert renders == {**dict.fromkeys(metrics.RESULTS, 0.0), "unchanged": 1.0}, renders
+    assert sample("dhcp_generator_messages_covered_total") <= changes
+    assert gs.reload_count(reloads) == 2
+    assert out.read_text() == written
+    assert (out.stat().st_ino, out.stat().st_mtime_ns) == (
+        written_stat.st_ino,
+        written_stat.st_mtime_ns,
+    )
+    assert second.alive()
+
+
+def test_dry_run_reports_what_a_real_run_would_refuse(
+    db_url: str, db: psycopg.Connection[object], tmp_path: Path
+) -> None:
+    seed(db)
+    out = tmp_path / "dhcpd.conf"
+    args = ["--database-url", db_url, "--output", str(out), "--reload-command", "false"]
+    assert gs.run_generator("--once", *args[:4]).returncode == 0  # no reload command
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    db.execute("DELETE FROM host WHERE id = 1")  # 2 of 3 reservations would go
+    dry = gs.run_generator("--dry-run", *args)
+    assert dry.returncode == 1, dry.stderr
+    assert "-  fixed-address 10.20.0.10;" in dry.stdout
+    last = dry.stderr.strip().splitlines()[-1]
+    assert last.startswith("dhcp-generator: dry run: a real run would refuse this render")
+    assert "would remove 2 of 3 reservations" in last and "--force" in last
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+    forced = gs.run_generator("--dry-run", "--force", *args)
+    assert forced.returncode == 0, forced.stderr
+    assert "a real run would write and reload" in forced.stderr
+    assert "dhcpd accepts it" in forced.stderr or "not checked" in forced.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+# Kea refusing a new file on config-reload, with a real kea-dhcp4
+
+
+@pytest.fixture
+def kea_dir() -> Iterator[Path]:
+    if syntax_check.find_binary("kea-dhcp4") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("kea-dhcp4 is required under CI=true")
+        pytest.skip("kea-dhcp4 is not installed")
+    directory = Path(tempfile.mkdtemp(prefix="kea-"))  # short: socket paths are limited
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def kea_reservations(socket_path: str) -> list[str]:
+    answer = kea_control.command(socket_path, {"command": "config-get"})
+    subnets = answer["arguments"]["Dhcp4"]["subnet4"]  # type: ignore[index]
+    return sorted(r["ip-address"] for s in subnets for r in s["reservations"])
+
+
+@pytest.mark.dhcpd
+def test_kea_refusing_config_reload_gets_the_previous_file_back(
+    db_url: str, db: psycopg.Connection[Any], kea_dir: Path
+) -> None:
+    """A lease file in a missing directory passes ``kea-dhcp4 -t`` but fails
+    ``config-reload`` (and Kea 2.2 then serves nothing): the previous file must be put
+    back and loaded again."""
+    seed(db)
+    sock = str(kea_dir / "ctrl")
+    leases = str(kea_dir / "leases.csv")
+    out = kea_dir / "kea.json"
+    options = render_options.RenderOptions(control_socket=sock, lease_file=leases)
+    first = settings.ApplySettings(fmt="kea", output=out, options=options)
+    engine = read.make_engine(db_url)
+    try:
+        assert generator_daemon.render_pass(engine, config=first, metrics=metrics.Metrics())
+    finally:
+        engine.dispose()
+    before = out.read_text()
+    env = {**os.environ, "KEA_PIDFILE_DIR": str(kea_dir), "KEA_LOCKFILE_DIR": str(kea_dir)}
+    kea = subprocess.Popen(
+        [str(syntax_check.find_binary("kea-dhcp4")), "-c", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        gs.wait_for(lambda: Path(sock).exists(), what="Kea's control socket")
+        served = kea_reservations(sock)
+        assert served == ["10.20.0.10", "10.20.0.11", "10.21.0.10"]
+        db.execute("UPDATE interface SET ip = '10.20.0.77' WHERE id = 3")
+        common = ["--format", "kea", "--database-url", db_url, "--output", str(out)]
+        common += ["--kea-control-socket", sock]
+        missing = str(kea_dir / "missing" / "leases.csv")
+        failed = gs.run_generator("--once", *common, "--kea-lease-file", missing)
+        assert failed.returncode == 1, failed.stderr
+        assert "unable to open" in failed.stderr
+        assert "previous file restored and reloaded" in failed.stderr
+        assert out.read_text() == before
+        assert kea_reservations(sock) == served  # Kea runs the previous config again
+        loaded = (kea_dir / "kea.json.loaded").read_text().strip()
+        assert loaded == hashlib.sha256(before.encode()).hexdigest()
+
+        done = gs.run_generator("--once", *common, "--kea-lease-file", leases)
+        assert done.returncode == 0, done.stderr
+        assert kea_reservations(sock) == ["10.20.0.10", "10.20.0.77", "10.21.0.10"]
+    finally:
+        kea.terminate()
+        kea.wait(timeout=30)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from generator import apply, errors, settings, syntax_check
+from generator import apply, cli, daemon, errors, read, render, settings, syntax_check
 
 
 def host_block(n: int) -> str:
@@ -215,3 +217,154 @@ def test_without_a_reload_command_nothing_is_marked(tmp_path: Path) -> None:
     outcome = apply.apply(isc_text(3), config=config)
     assert (outcome.changed, outcome.reloaded) == (False, False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcpd.conf"]
+
+
+# preview(): what --dry-run reports. The same checks as apply, nothing written.
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def require_dhcpd() -> None:
+    if syntax_check.find_binary("dhcpd") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("dhcpd is not installed, and CI=true requires it")
+        pytest.skip("dhcpd is not installed")
+
+
+def test_preview_of_a_change_runs_the_checker_and_writes_nothing(tmp_path: Path) -> None:
+    require_dhcpd()
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command, syntax_check=True)
+    apply.apply(isc_text(3), config=config)
+    before = listing(tmp_path)
+    preview = apply.preview(isc_text(4), config=config)
+    assert (preview.changed, preview.reload, preview.refusal) == (True, True, None)
+    assert (preview.reservations, preview.previous_reservations) == (4, 3)
+    assert preview.check is not None and preview.check.checker == "dhcpd"
+    assert not preview.check.skipped
+    assert listing(tmp_path) == before
+    assert reloads(log) == [isc_text(3)]
+
+
+def test_preview_reports_what_the_checker_rejects(tmp_path: Path) -> None:
+    require_dhcpd()
+    config = config_for(tmp_path, syntax_check=True)
+    apply.apply(isc_text(3), config=config)
+    before = listing(tmp_path)
+    preview = apply.preview(isc_text(3) + "this is { not dhcpd\n", config=config)
+    assert preview.refusal is not None
+    assert preview.refusal.startswith("dhcpd rejected the rendered dhcpd.conf (exit 1)")
+    assert not preview.reload
+    assert listing(tmp_path) == before
+    with pytest.raises(errors.ConfigRejected):  # and the real run agrees
+        apply.apply(isc_text(3) + "this is { not dhcpd\n", config=config)
+
+
+def test_preview_reports_the_wipe_guard(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    apply.apply(isc_text(10), config=config)
+    before = listing(tmp_path)
+    preview = apply.preview(isc_text(2), config=config)
+    assert preview.refusal is not None and "--force" in preview.refusal
+    assert listing(tmp_path) == before
+    forced = apply.preview(isc_text(2), config=config_for(tmp_path, force=True))
+    assert forced.refusal is None and forced.changed
+
+
+def test_preview_of_the_same_bytes(tmp_path: Path) -> None:
+    command, log = recorder(tmp_path)
+    config = config_for(tmp_path, reload_command=command)
+    assert apply.preview(isc_text(3), config=config).changed  # no file yet
+    apply.apply(isc_text(3), config=config)
+    preview = apply.preview(isc_text(3), config=config)
+    assert (preview.changed, preview.reload, preview.refusal) == (False, False, None)
+    config.output.with_name("dhcpd.conf.loaded").unlink()  # as if never loaded
+    assert apply.preview(isc_text(3), config=config).reload
+    assert reloads(log) == [isc_text(3)]
+
+
+# --dry-run through the command, with the database read replaced by a fixed render
+
+
+@pytest.fixture
+def rendered(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The text the next render returns (set ``rendered[0]``); no database is read."""
+    texts = [isc_text(1)]
+
+    def prepare(engine: object, **kwargs: object) -> tuple[render.Document, read.Visibility]:
+        return render.Document(fmt="isc", text=texts[0]), read.Visibility.parse("1:1:")
+
+    monkeypatch.setattr(daemon, "prepare", prepare)
+    monkeypatch.delenv("DATABASE_URL_FILE", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield texts
+    root.handlers[:] = handlers  # the command set up logging of its own
+    root.setLevel(level)
+
+
+def dry_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, *extra: str
+) -> tuple[int, str, str]:
+    code = cli.main(["--dry-run", "--output", str(tmp_path / "dhcpd.conf"), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_dry_run_refused_by_the_wipe_guard(
+    rendered: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    apply.apply(isc_text(10), config=config_for(tmp_path))
+    before = listing(tmp_path)
+    rendered[0] = isc_text(2)
+    code, out, err = dry_run(capsys, tmp_path)
+    assert code == cli.EXIT_FAILED
+    assert "-host h3-x {" in out  # the diff is still shown
+    assert err.splitlines()[-1].startswith(
+        "dhcp-generator: dry run: a real run would refuse this render"
+    )
+    assert "would remove 8 of 10 reservations" in err and "--force" in err
+    assert listing(tmp_path) == before
+    code, _, err = dry_run(capsys, tmp_path, "--force")
+    assert code == 0
+    assert "a real run would write" in err and "2 reservations (now 10)" in err
+
+
+def test_dry_run_refused_by_the_checker(
+    rendered: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    require_dhcpd()
+    apply.apply(isc_text(3), config=config_for(tmp_path))
+    before = listing(tmp_path)
+    rendered[0] = isc_text(3) + "this is { not dhcpd\n"
+    code, out, err = dry_run(capsys, tmp_path)
+    assert code == cli.EXIT_FAILED
+    assert "+this is { not dhcpd" in out
+    assert "would refuse this render" in err and "dhcpd rejected" in err
+    assert listing(tmp_path) == before
+    code, _, err = dry_run(capsys, tmp_path, "--no-syntax-check")  # as a real run would
+    assert code == 0 and "syntax check off" in err
+
+
+def test_dry_run_accepted(
+    rendered: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    require_dhcpd()
+    apply.apply(isc_text(3), config=config_for(tmp_path))
+    before = listing(tmp_path)
+    rendered[0] = isc_text(4)
+    code, out, err = dry_run(capsys, tmp_path, "--reload-command", "true")
+    assert code == 0
+    assert "+host h4-x {" in out
+    assert err.splitlines()[-1] == (
+        f"dhcp-generator: dry run: a real run would write and reload {tmp_path / 'dhcpd.conf'}"
+        " with 4 reservations (now 3); dhcpd accepts it"
+    )
+    assert listing(tmp_path) == before
+    rendered[0] = isc_text(3)
+    code, out, err = dry_run(capsys, tmp_path)
+    assert (code, out) == (0, "")
+    assert "no change" in err

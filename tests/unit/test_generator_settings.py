@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from generator import cli, settings
+from generator import cli, render_options, settings
 
 DB = "postgresql://machinedb@localhost/machinedb"
+
+
+@pytest.fixture(autouse=True)
+def keep_logging() -> Iterator[None]:
+    """``cli.main`` sets up logging for the process; put the test's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def load(argv: list[str], env: dict[str, str] | None = None) -> settings.Settings:
@@ -96,14 +108,85 @@ def test_kea_socket_is_rendered_and_used() -> None:
     assert config.apply.kea_control_socket == "/run/k.sock"
     assert config.apply.options.control_socket == "/run/k.sock"
     assert config.apply.options.interfaces == ("eth1",)
+    assert config.apply.options.lease_file == render_options.KEA_LEASE_FILE
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--kea-control-socket", "/run/k.sock"),
+        ("--interface", "eth1"),
+        ("--kea-lease-file", "/var/lib/leases.csv"),
+    ],
+)
+def test_kea_only_flags_are_refused_for_isc(flag: str, value: str) -> None:
+    """ISC dhcpd has no control socket: the flag would silently do nothing."""
+    with pytest.raises(ValueError, match=f"{flag} needs --format kea"):
+        load(["--format", "isc", flag, value])
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run the command with ``argv``; assert exit 2 and exactly one line on stderr."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("dhcp-generator: ")
+    assert lines[0].endswith("(see --help)")
+    return lines[0]
 
 
 def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        cli.main(["--once", "--database-url", "mysql://x"])
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert "postgresql://" in err[-1]
+    line = usage_error(capsys, ["--once", "--database-url", "mysql://x"])
+    assert "postgresql://" in line
+    assert "usage:" not in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["--log-level", "bogus"], "unknown log level 'bogus'"),
+        (["--metrics-port", "99999"], "port number from 1 to 65535, not 99999"),
+        (["--metrics-port", "0"], "port number from 1 to 65535, not 0"),
+        (["--metrics-port", "http"], "port number"),
+        (["--window", "-5"], "0 or more, not '-5'"),
+        (["--window", "nan"], "not 'nan'"),
+        (["--window", "inf"], "not 'inf'"),
+        (["--max-removal-share", "nan"], "from 0 to 1, not 'nan'"),
+        (["--max-removal-share", "1.5"], "from 0 to 1"),
+        (["--prefetch", "0"], "from 1 to"),
+        (["--prefetch", str(2**31)], "from 1 to"),
+        (["--prefetch", "1e3"], "whole number"),
+        (["--memo-rows", "-1"], "0 or more"),
+        (["--format", "dhcpd"], "invalid choice: 'dhcpd'"),
+        (["--once", "--dry-run"], "not allowed with"),
+        (["--no-such-flag"], "unrecognized arguments"),
+        (["--format", "isc", "--kea-control-socket", "/run/k"], "ISC dhcpd has no control socket"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    reason: str,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", DB)
+    assert reason in usage_error(capsys, argv)
+
+
+@pytest.mark.parametrize(("given", "level"), [("debug", "DEBUG"), ("Warn", "WARNING")])
+def test_log_level_any_case(given: str, level: str) -> None:
+    assert cli.build_parser().parse_args(["--log-level", given]).log_level == level
+
+
+def test_good_numbers_are_taken() -> None:
+    args = cli.build_parser().parse_args(
+        ["--window", "0", "--metrics-port", "65535", "--prefetch", "1", "--memo-rows", "0"]
+    )
+    assert (args.window, args.metrics_port, args.prefetch, args.memo_rows) == (0.0, 65535, 1, 0)
 
 
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "abc"])
