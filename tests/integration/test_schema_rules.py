@@ -31,6 +31,16 @@ BAD_INPUT = {
         errors.CheckViolation,
         ["01:00:5e:00:00:01", "interface_mac_unicast"],
     ),
+    "hardware type name too long": (
+        "INSERT INTO hardware_type (name) VALUES (repeat('x', 256))",
+        errors.CheckViolation,
+        ["hardware_type", "256 characters", "hardware_type_name_length"],
+    ),
+    "service name too long": (
+        "UPDATE service SET name = repeat('é', 3000)",
+        errors.CheckViolation,
+        ["service", "3000 characters", "service_name_length"],
+    ),
     "duplicate mac": (
         "INSERT INTO interface (host_id, name, mac) VALUES (2, 'eth1', '52:54:00:00:00:01')",
         errors.UniqueViolation,
