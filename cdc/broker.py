@@ -19,13 +19,14 @@ from typing import Any
 import stomp
 import stomp.exception
 
-from cdc import errors, message
+from cdc import errors, message, stoppable
 from machinedb.stomp_url import BrokerConfig
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0  # seconds to wait for CONNECTED
+CONNECT_TIMEOUT = 10.0  # seconds for each of: TCP (and TLS) connect, CONNECTED
 DISCONNECT_TIMEOUT = 2.0  # seconds to wait for a clean DISCONNECT
+STOP_POLL = 0.1  # seconds between looks at the stop event while waiting for CONNECTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +93,7 @@ class Publisher:
             host_and_ports=hosts,
             heartbeats=(int(heartbeat * 1000), int(heartbeat * 1000)),
             reconnect_attempts_max=1,
+            timeout=CONNECT_TIMEOUT,  # TCP connect and TLS handshake; the socket blocks after
             keepalive=True,
             auto_content_length=False,
         )
@@ -106,12 +108,18 @@ class Publisher:
         """Why the connection is unusable, or None while it is healthy."""
         return self._listener.broken
 
-    def connect(self) -> None:
+    def connect(self, *, stop: threading.Event | None = None) -> None:
+        """Connect and wait for CONNECTED; BrokerUnavailable when that fails or takes
+        longer than CONNECT_TIMEOUT, Stopping as soon as ``stop`` is set."""
         try:
-            self._conn.connect(
-                username=self._config.username,
-                passcode=self._config.password,
-                wait=False,
+            stoppable.call(
+                lambda: self._conn.connect(
+                    username=self._config.username,
+                    passcode=self._config.password,
+                    wait=False,
+                ),
+                stop=stop,
+                cleanup=lambda _: self.close(polite=False),
             )
         except (stomp.exception.StompException, OSError) as exc:
             raise errors.BrokerUnavailable(
@@ -122,13 +130,17 @@ class Publisher:
         with self._state:
             while not self._listener.connected and self._listener.broken is None:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or (stop is not None and stop.is_set()):
                     break
-                self._state.wait(left)
-            if not self._listener.connected:
-                reason = self._listener.broken or "no CONNECTED frame in time"
-                self.close()
-                raise errors.BrokerUnavailable(f"{self._config.redacted()}: {reason}")
+                self._state.wait(min(left, STOP_POLL))
+            connected, reason = self._listener.connected, self._listener.broken
+        if not connected:
+            self.close(polite=False)
+            if stop is not None and stop.is_set():
+                raise errors.Stopping("stop requested while connecting to the broker")
+            raise errors.BrokerUnavailable(
+                f"{self._config.redacted()}: {reason or 'no CONNECTED frame in time'}"
+            )
         host = self._conn.transport.current_host_and_port
         logger.info(
             "connected to broker %s:%s",
@@ -163,10 +175,12 @@ class Publisher:
             self._listener.receipts.discard(batch.receipt)
         return True
 
-    def close(self) -> None:
-        """Disconnect, politely when the connection is healthy; never raises."""
+    def close(self, *, polite: bool = True) -> None:
+        """Disconnect; never raises. Polite (DISCONNECT, then up to DISCONNECT_TIMEOUT for
+        the broker to close) only when asked and the connection is healthy: a relay
+        giving up on a slow broker, or stopping, just drops the socket."""
         try:
-            if self._conn.is_connected() and self._listener.broken is None:
+            if polite and self._conn.is_connected() and self._listener.broken is None:
                 self._conn.disconnect()  # DISCONNECT with a receipt; the socket closes on it
                 deadline = time.monotonic() + DISCONNECT_TIMEOUT
                 with self._state:

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from cdc import broker, database, errors, metrics, relay, settings, status
@@ -20,6 +21,17 @@ logger = logging.getLogger(__name__)
 
 EXIT_UNAVAILABLE = 1
 EXIT_CONFIG = 2
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA certificates for stomp+ssl:// (env SSL_CA_FILE; default: the system's)",
     )
     parser.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (default: off)"
+        "--metrics-port",
+        type=port_number,
+        help="serve Prometheus metrics on this port, 1-65535 (default: off)",
     )
     parser.add_argument("--log-level", default="INFO", help="default %(default)s")
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
@@ -126,11 +140,13 @@ def load_settings(args: argparse.Namespace) -> settings.Settings:
     )
 
 
-def check_database(config: settings.Settings) -> database.Connection:
+def check_database(
+    config: settings.Settings, *, stop: threading.Event | None = None
+) -> database.Connection:
     """Connect once and make sure the schema is there; DatabaseUnavailable otherwise."""
     where = db_url.redact(config.database_url)
     try:
-        conn = database.connect(config.database_url)
+        conn = database.connect(config.database_url, stop=stop)
     except errors.DatabaseUnavailable as exc:
         raise errors.DatabaseUnavailable(f"cannot connect to {where}: {exc}") from exc
     with database.translated():
@@ -141,23 +157,37 @@ def check_database(config: settings.Settings) -> database.Connection:
     return conn
 
 
-def check_broker(config: settings.Settings) -> None:
+def check_broker(config: settings.Settings, *, stop: threading.Event | None = None) -> None:
     publisher = broker.Publisher(
         config.broker,
         destination=config.destination,
         heartbeat=config.heartbeat,
         ssl_ca_file=config.ssl_ca_file,
     )
-    publisher.connect()
+    publisher.connect(stop=stop)
     publisher.close()
 
 
+def serve_metrics(port: int) -> None:
+    try:
+        metrics.serve(port)
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise errors.MetricsUnavailable(f"cannot serve metrics on port {port}: {reason}") from exc
+
+
 def run(config: settings.Settings) -> int:
-    database.close(check_database(config))
-    check_broker(config)
-    if config.metrics_port is not None:
-        metrics.serve(config.metrics_port)
+    """The daemon. The stop signal is handled from the start: SIGTERM during the start-up
+    checks (however long a silent server makes them) is a clean stop too."""
     with daemon.StopSignal() as stop:
+        try:
+            if config.metrics_port is not None:
+                serve_metrics(config.metrics_port)
+            database.close(check_database(config, stop=stop.event))
+            check_broker(config, stop=stop.event)
+        except errors.Stopping:
+            logger.info("stopped during start-up", extra={"action": "stopped"})
+            return 0
         logger.info(
             "relaying changes to %s on %s",
             config.destination,
@@ -188,7 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return show_status(config) if args.command == "status" else run(config)
-    except (errors.DatabaseUnavailable, errors.BrokerUnavailable) as exc:
+    except (
+        errors.DatabaseUnavailable,
+        errors.BrokerUnavailable,
+        errors.MetricsUnavailable,
+    ) as exc:
         print(f"cdc-relay: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 

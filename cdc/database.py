@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
-from cdc import errors
+from cdc import errors, stoppable
 
 CONNECT_TIMEOUT = 10  # seconds
 KEEPALIVES_IDLE = 10  # seconds of silence before the first TCP keepalive probe
@@ -36,12 +37,17 @@ def translated() -> Iterator[None]:
         raise errors.DatabaseUnavailable(reason) from exc
 
 
-def connect(url: str) -> Connection:
-    """An autocommit connection with keepalives, UTC time and asynchronous commits.
+def connect(url: str, *, stop: threading.Event | None = None) -> Connection:
+    """An autocommit connection with keepalives, UTC time and asynchronous commits;
+    Stopping as soon as ``stop`` is set while the server has not answered yet.
 
     Asynchronous commit is safe here: the relay only deletes published rows and flips the
     doorbell; losing either in a crash means a resend (allowed) or one extra drain.
     """
+    return stoppable.call(lambda: _connect(url), stop=stop, cleanup=close)
+
+
+def _connect(url: str) -> Connection:
     with translated():
         conn = psycopg.connect(
             url,

@@ -1,4 +1,5 @@
-"""The relay's exceptions: one root, and the two outages it rides out by reconnecting."""
+"""The relay's exceptions: one root, the outages it rides out by reconnecting, and the
+stop that cuts a blocking wait short."""
 
 from __future__ import annotations
 
@@ -17,3 +18,11 @@ class DatabaseUnavailable(CdcError):
 
 class BrokerUnavailable(CdcError):
     """The broker could not be reached, refused a frame, or did not confirm in time."""
+
+
+class MetricsUnavailable(CdcError):
+    """The metrics endpoint could not listen on its port (in use, not allowed)."""
+
+
+class Stopping(CdcError):
+    """A stop was requested while waiting (for a connection, say): give up the wait."""

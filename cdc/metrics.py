@@ -19,6 +19,8 @@ BATCH_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RECONNECTS = Counter("cdc_reconnects_total", "Reconnections after a failure", ["service"])
+for _service in ("postgres", "broker"):  # exported as 0 from the start, so increase() works
+    RECONNECTS.labels(service=_service)
 LEADER = Gauge("cdc_leader", "1 while this relay holds the leader lock, else 0")
 
 

@@ -6,7 +6,9 @@
         ─► idle: until a doorbell, the fallback interval, a raced change, a lost
            connection or stop
 A lost connection closes only that side, waits a capped, jittered back-off and loops;
-every (re)connect is followed by a drain, so nothing waits for the next write.
+every (re)connect is followed by a drain, so nothing waits for the next write. Whenever
+the relay holds a database connection (leading, standing by, or waiting for the broker)
+it refreshes the backlog gauges every OBSERVE_INTERVAL.
 
 Draining is pipelined: batch N+1 is read and sent while the receipt for batch N is on
 its way; a batch leaves the outbox only after its receipt.
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 IDLE_SLICE = 0.25  # seconds; longest wait before looking at stop and the broker
 LIVENESS_INTERVAL = 15.0  # seconds between probes of the LISTEN connection when idle
-OBSERVE_INTERVAL = 5.0  # seconds between backlog metric updates while draining
+OBSERVE_INTERVAL = 5.0  # seconds between backlog gauge updates, whatever the relay does
 RECHECK_INITIAL = 0.02  # seconds; first look after the transactions that raced a re-arm
 RECHECK_CAP = 1.0  # seconds
 STOP_GRACE = 3.0  # seconds a stopping relay waits for the receipt of the batch in flight
@@ -50,6 +52,7 @@ class Relay:
         self._broker_down = False
         self._db_backoff: Iterator[float] = daemon.backoff()
         self._broker_backoff: Iterator[float] = daemon.backoff()
+        self._broker_retry_at = 0.0  # time.monotonic()
         self._observed_at = 0.0
 
     # ---- the outer loop -------------------------------------------------------------
@@ -62,8 +65,12 @@ class Relay:
                     if self._stop.is_set():
                         break
                     self._ensure_broker()
+                    if self._stop.is_set():
+                        break
                     self._cycle()
                     self._idle()
+                except errors.Stopping:
+                    break
                 except errors.DatabaseUnavailable as exc:
                     self._database_lost(exc)
                 except errors.BrokerUnavailable as exc:
@@ -77,20 +84,24 @@ class Relay:
     def _ensure_database(self) -> None:
         url = self._settings.database_url
         if self._work is None:
-            self._work = database.connect(url)
+            self._work = database.connect(url, stop=self._stop)
             self._listen = None
-            if self._db_down:
-                metrics.RECONNECTS.labels(service="postgres").inc()
-            self._db_down = False
-            self._db_backoff = daemon.backoff()
             logger.info(
                 "connected to PostgreSQL %s", db_url.redact(url), extra={"action": "db_connected"}
             )
         if not self._is_leader:
             self._await_leadership(self._work)
         if self._listen is None and self._is_leader:
-            self._listen = database.connect(url)
+            self._listen = database.connect(url, stop=self._stop)
             doorbell.listen(self._listen)
+        self._database_back()
+
+    def _database_back(self) -> None:
+        """The outage (if any) is over: this relay has the connections its role needs."""
+        if self._db_down:
+            metrics.RECONNECTS.labels(service="postgres").inc()
+            self._db_down = False
+            self._db_backoff = daemon.backoff()
 
     def _await_leadership(self, conn: database.Connection) -> None:
         announced = False
@@ -105,21 +116,25 @@ class Relay:
                     "standby: another relay holds the leader lock", extra={"action": "standby"}
                 )
                 announced = True
-            self._stop.wait(self._settings.standby_poll * random.uniform(0.8, 1.2))  # noqa: S311
+                self._database_back()
+            self._pause(self._settings.standby_poll * random.uniform(0.8, 1.2))  # noqa: S311
 
     def _ensure_broker(self) -> None:
         if self._publisher is not None and self._publisher.broken is None:
             return
         if self._publisher is not None:
-            self._publisher.close()
+            self._publisher.close(polite=False)
             self._publisher = None
+        self._pause(self._broker_retry_at - time.monotonic())  # the back-off after a loss
+        if self._stop.is_set():
+            return
         publisher = broker.Publisher(
             self._settings.broker,
             destination=self._settings.destination,
             heartbeat=self._settings.heartbeat,
             ssl_ca_file=self._settings.ssl_ca_file,
         )
-        publisher.connect()
+        publisher.connect(stop=self._stop)
         self._publisher = publisher
         if self._broker_down:
             metrics.RECONNECTS.labels(service="broker").inc()
@@ -144,8 +159,11 @@ class Relay:
         self._stop.wait(next(self._db_backoff))
 
     def _broker_lost(self, exc: errors.BrokerUnavailable) -> None:
+        """Drop the connection (no polite DISCONNECT: the broker failed, or is too slow for
+        a stopping relay) and set the back-off; ``_ensure_broker`` waits it out, keeping
+        the backlog gauges fresh meanwhile."""
         if self._publisher is not None:
-            self._publisher.close()
+            self._publisher.close(polite=False)
             self._publisher = None
         if not self._broker_down:
             logger.warning(
@@ -154,7 +172,7 @@ class Relay:
             self._broker_down = True
         else:
             logger.debug("broker still unavailable: %s", exc)
-        self._stop.wait(next(self._broker_backoff))
+        self._broker_retry_at = time.monotonic() + next(self._broker_backoff)
 
     def _close(self) -> None:
         if self._publisher is not None:
@@ -245,6 +263,7 @@ class Relay:
                 raise errors.BrokerUnavailable(
                     f"no receipt within {self._settings.receipt_timeout:.0f} s"
                 )
+            self._observe()
         outbox.delete(work, batch.ids)
         metrics.PUBLISHED.inc(len(batch.ids))
         metrics.BATCH_LATENCY.observe(time.monotonic() - batch.sent_at)
@@ -274,8 +293,8 @@ class Relay:
                 recheck_at = now + recheck
             if now >= probe_at:
                 doorbell.probe(listen)
-                self._observe(force=True)
                 probe_at = now + LIVENESS_INTERVAL
+            self._observe()
             timeout = min(IDLE_SLICE, fallback_at - now)
             if self._watch:
                 timeout = min(timeout, max(0.0, recheck_at - now))
@@ -285,13 +304,25 @@ class Relay:
     # ---- helpers --------------------------------------------------------------------
 
     def _observe(self, *, force: bool = False) -> None:
+        """Refresh the backlog gauges, at most every OBSERVE_INTERVAL unless forced."""
         now = time.monotonic()
         if not force and now - self._observed_at < OBSERVE_INTERVAL:
             return
         self._observed_at = now
-        work, _ = self._conns()
-        current = status.read(work)
-        metrics.observe_backlog(current.backlog, current.oldest_age)
+        if self._work is not None:
+            current = status.read(self._work)
+            metrics.observe_backlog(current.backlog, current.oldest_age)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` or until stop, refreshing the backlog gauges on the way: the
+        alert on the oldest change's age must see a broker outage or a stuck leader."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self._observe()
+            now = time.monotonic()
+            if now >= end:
+                return
+            self._stop.wait(max(0.0, min(end, self._observed_at + OBSERVE_INTERVAL) - now))
 
     def _conns(self) -> tuple[database.Connection, database.Connection]:
         if self._work is None or self._listen is None:

@@ -1,6 +1,7 @@
 """Helpers for the relay tests: the relay as a subprocess, a STOMP consumer that
 survives broker restarts, concurrent writers that survive PostgreSQL restarts, a record
-of every outbox id written, and a TCP proxy that cuts the connection before a receipt."""
+of every outbox id written, a TCP proxy to the broker that cuts the connection before a
+receipt or goes silent, a server that never answers, and the relay's metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import Any
 
 import psycopg
 import stomp
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import waiting
 
@@ -82,6 +85,7 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
         self.bodies: dict[int, bytes] = {}
         self.headers: dict[int, dict[str, str]] = {}
         self.arrived: dict[int, float] = {}
+        self.order: list[int] = []  # event-ids as they arrived, duplicates included
         self._lock = threading.Lock()
         self._lost = threading.Event()
         self._closed = threading.Event()
@@ -127,6 +131,7 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
             self.bodies[event_id] = frame.body
             self.headers[event_id] = dict(frame.headers)
             self.arrived.setdefault(event_id, time.monotonic())
+            self.order.append(event_id)
             conn = self._conn
         if conn is not None:
             # Unacknowledged after a lost connection: the broker redelivers it, counted again.
@@ -143,6 +148,11 @@ class Consumer(stomp.ConnectionListener):  # type: ignore[misc]
     def duplicates(self) -> int:
         with self._lock:
             return sum(n - 1 for n in self.counts.values())
+
+    def received(self) -> int:
+        """Messages received, duplicates included."""
+        with self._lock:
+            return sum(self.counts.values())
 
     def close(self) -> None:
         self._closed.set()
@@ -294,14 +304,17 @@ class Writers:
             conn.close()
 
 
-class CuttingProxy:
-    """A TCP proxy to the broker that, once armed, closes both sides instead of passing
-    on the first RECEIPT frame for a batch; later connections pass everything."""
+class BrokerProxy:
+    """A TCP proxy to the broker. ``cut_next_receipt`` set: it closes both sides instead
+    of passing on the next RECEIPT frame for a batch (later connections pass everything).
+    ``frozen`` set: it stops passing bytes either way while keeping every connection open
+    (new ones too), like a broker that hangs; cleared, it passes on what waited."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.cuts = 0
-        self.armed = threading.Event()
+        self.cut_next_receipt = threading.Event()
+        self.frozen = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._closed = False
@@ -322,15 +335,20 @@ class CuttingProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         try:
-            while True:
-                ready, _, _ = select.select([client, upstream], [], [], 1.0)
+            while not self._closed:
+                if self.frozen.is_set():
+                    time.sleep(0.05)
+                    continue
+                ready, _, _ = select.select([client, upstream], [], [], 0.1)
+                if self.frozen.is_set():
+                    continue
                 for sock in ready:
                     data = sock.recv(65536)
                     if not data:
                         return
                     if sock is upstream:
-                        if self.armed.is_set() and b"RECEIPT\nreceipt-id:batch-" in data:
-                            self.armed.clear()
+                        if self.cut_next_receipt.is_set() and b"RECEIPT\nreceipt-id:batch-" in data:
+                            self.cut_next_receipt.clear()
                             self.cuts += 1
                             return  # cut: the relay never sees the receipt
                         client.sendall(data)
@@ -345,8 +363,62 @@ class CuttingProxy:
                 sock.close()
 
     def close(self) -> None:
+        self.frozen.clear()
         self._closed = True
         self._server.close()
+
+
+class SilentServer:
+    """Accepts TCP connections and never reads or writes: a server that hangs before
+    answering (the STOMP CONNECT, PostgreSQL's start-up, a TLS handshake)."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self._held)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self._held.append(client)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+        self._thread.join(5)
+        for sock in self._held:
+            sock.close()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The relay's Prometheus samples, keyed like the text format: ``name`` or
+    ``name{label="value",...}``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def metrics_or_empty(port: int) -> dict[str, float]:
+    """``metrics``, or nothing while the endpoint does not answer yet."""
+    try:
+        return metrics(port)
+    except OSError:
+        return {}
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,35 @@ def test_secrets_may_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     )
     assert config.database_url == "postgresql://m:pw@db/machinedb"
     assert config.broker.username == "u"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "70000", "-1", "http"])
+def test_metrics_port_out_of_range_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x/y")
+    monkeypatch.setenv("STOMP_URL", "stomp://mq:61613")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--metrics-port", port])
+    assert caught.value.code == cli.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "--metrics-port" in err.splitlines()[-1]
+
+
+def test_metrics_port_in_use_exits_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@127.0.0.1:1/y")
+    monkeypatch.setenv("STOMP_URL", "stomp://u:hunter2@127.0.0.1:1")
+    # as if both services answered: the port is the only problem
+    monkeypatch.setattr(cli, "check_database", lambda *a, **k: None)
+    monkeypatch.setattr(cli, "check_broker", lambda *a, **k: None)
+    with socket.create_server(("0.0.0.0", 0)) as busy:  # where the metrics server binds
+        port = busy.getsockname()[1]
+        code = cli.main(["--metrics-port", str(port)])
+    assert code == cli.EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"cannot serve metrics on port {port}" in err
+    assert "hunter2" not in err
