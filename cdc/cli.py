@@ -15,27 +15,16 @@ import threading
 from collections.abc import Sequence
 
 from cdc import broker, database, errors, metrics, relay, settings, status
-from machinedb import daemon, db_url, logs, secrets, stomp_url
+from machinedb import cli_args, daemon, db_url, logs, secrets, stomp_url
 
 logger = logging.getLogger(__name__)
 
 EXIT_UNAVAILABLE = 1
-EXIT_CONFIG = 2
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 1-65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
-    return port
+EXIT_CONFIG = cli_args.EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli_args.Parser(
         prog="cdc-relay",
         description=(
             "Publish every change captured in the cdc.change outbox to ActiveMQ as a "
@@ -69,25 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=cli_args.positive_int,
         default=settings.BATCH_SIZE,
         help="changes per STOMP transaction (default %(default)s)",
     )
     parser.add_argument(
         "--fallback-interval",
-        type=float,
+        type=cli_args.positive_seconds,
         default=settings.FALLBACK_INTERVAL,
         help="seconds between drains when no doorbell rings (default %(default)s)",
     )
     parser.add_argument(
         "--heartbeat",
-        type=float,
+        type=cli_args.positive_seconds,
         default=settings.HEARTBEAT,
         help="STOMP heart-beat interval in seconds, both ways (default %(default)s)",
     )
     parser.add_argument(
         "--receipt-timeout",
-        type=float,
+        type=cli_args.positive_seconds,
         default=settings.RECEIPT_TIMEOUT,
         help="seconds to wait for the broker to confirm a batch before reconnecting "
         "(default %(default)s)",
@@ -99,11 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-port",
-        type=port_number,
+        type=cli_args.port,
         help="serve Prometheus metrics on this port, 1-65535 (default: off)",
     )
-    parser.add_argument("--log-level", default="INFO", help="default %(default)s")
-    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    cli_args.add_log_arguments(parser)
     return parser
 
 
@@ -123,10 +111,6 @@ def load_settings(args: argparse.Namespace) -> settings.Settings:
         broker_config = stomp_url.BrokerConfig(endpoints=())
     if not args.destination.startswith(("/topic/", "/queue/")):
         raise errors.ConfigError("CDC_DESTINATION must start with /topic/ or /queue/")
-    if args.batch_size < 1:
-        raise errors.ConfigError("--batch-size must be at least 1")
-    if args.fallback_interval <= 0 or args.heartbeat <= 0 or args.receipt_timeout <= 0:
-        raise errors.ConfigError("intervals and timeouts must be positive")
     return settings.Settings(
         database_url=database_url,
         broker=broker_config,

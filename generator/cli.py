@@ -8,38 +8,27 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
-import math
 import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from generator import apply, daemon, errors, read, render, render_options, settings
 from generator import metrics as metrics_module
+from machinedb import cli_args, db_url, logs, secrets, stomp_url
 from machinedb import daemon as machinedb_daemon
-from machinedb import db_url, logs, secrets, stomp_url
 
 logger = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = cli_args.EXIT_USAGE
 PROG = "dhcp-generator"
-PORT_MAX = 65535
 PREFETCH_MAX = 2**31 - 1  # messages; ActiveMQ reads prefetchSize as a Java int
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line: ``dhcp-generator: <reason> (see --help)``."""
-
-    def error(self, message: str) -> NoReturn:
-        reason = message.splitlines()[0] if message else "bad usage"
-        self.exit(EXIT_USAGE, f"{self.prog}: {reason} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
+    parser = cli_args.Parser(
         prog=PROG,
         description=(
             "Render dhcpd.conf or kea-dhcp4.conf from the machine database, apply it"
@@ -81,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-removal-share",
-        type=_share,
+        type=cli_args.share,
         default=settings.MAX_REMOVAL_SHARE,
         help="refuse a render that removes more than this share of the reservations"
         " (default %(default)s)",
@@ -93,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-port",
-        type=_port,
-        help=f"serve Prometheus metrics on this port (1-{PORT_MAX})",
+        type=cli_args.port,
+        help=f"serve Prometheus metrics on this port (1-{cli_args.PORT_MAX})",
     )
     parser.add_argument(
         "--database-url",
@@ -118,25 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--window",
-        type=_non_negative_seconds,
+        type=cli_args.non_negative_seconds,
         default=settings.COALESCE_WINDOW,
         help="seconds between renders during a burst (default %(default)s)",
     )
     parser.add_argument(
         "--memo-rows",
-        type=_non_negative_int,
+        type=cli_args.non_negative_int,
         default=settings.MEMO_ROWS,
         help="keep per-row work between renders up to this many interfaces, ~1.3 KB each,"
         " for fast renders after a change; 0 turns it off (default %(default)s)",
     )
-    parser.add_argument(
-        "--log-level",
-        type=_log_level,
-        default="INFO",
-        metavar="LEVEL",
-        help=f"{', '.join(logs.LEVELS)} (default %(default)s)",
-    )
-    parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    cli_args.add_log_arguments(parser)
     return parser
 
 
@@ -292,58 +274,10 @@ def _fail(reason: str) -> int:
     return EXIT_FAILED
 
 
-def _finite(text: str, what: str) -> float:
-    """``text`` as a float; NaN and infinity are refused like any other bad number."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _finite(text, "a number from 0 to 1")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
-    return value
-
-
-def _non_negative_seconds(text: str) -> float:
-    value = _finite(text, "a number of seconds, 0 or more")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
-    return value
-
-
-def _integer(text: str, *, low: int, high: int | None, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-    if value < low or (high is not None and value > high):
-        raise argparse.ArgumentTypeError(f"must be {what}, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    return _integer(text, low=0, high=None, what="a whole number, 0 or more")
-
-
 def _prefetch(text: str) -> int:
-    return _integer(text, low=1, high=PREFETCH_MAX, what=f"a whole number from 1 to {PREFETCH_MAX}")
-
-
-def _port(text: str) -> int:
-    return _integer(text, low=1, high=PORT_MAX, what=f"a port number from 1 to {PORT_MAX}")
-
-
-def _log_level(text: str) -> str:
-    try:
-        return logs.parse_level(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return cli_args.integer(
+        text, low=1, high=PREFETCH_MAX, what=f"a whole number from 1 to {PREFETCH_MAX}"
+    )
 
 
 if __name__ == "__main__":
