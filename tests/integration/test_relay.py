@@ -260,13 +260,15 @@ def test_message_contract_and_doorbell_latency(
             db.execute("INSERT INTO service (name) VALUES (%s)", [name])
             start = time.monotonic()
             written = h.written_ids(db_url)
+            # far below the 60 s fallback: only the doorbell can have woken the relay
+            # (its latency is measured by bench/relay_latency.py, not asserted here)
             h.wait_until(
                 lambda w=written: w <= consumer.ids(),  # type: ignore[misc]
-                deadline=3,
+                deadline=5,
                 what="the isolated change",
                 every=0.01,
             )
-            assert time.monotonic() - start < 1.0
+            print(f"{name} change published in {(time.monotonic() - start) * 1000:.0f} ms")
             h.wait_until(lambda: _armed(db), deadline=10, what="the relay to go idle again")
         event_id = max(h.written_ids(db_url))
         headers = consumer.headers[event_id]
@@ -446,7 +448,7 @@ def test_failover_list_skips_a_dead_broker(
         assert_all_delivered(db_url, consumer)
 
 
-def test_a_change_that_raced_the_re_arm_is_published_within_a_second(
+def test_a_change_that_raced_the_re_arm_is_published_without_the_fallback(
     db: psycopg.Connection[Any],
     db_url: str,
     broker: Any,
@@ -458,8 +460,11 @@ def test_a_change_that_raced_the_re_arm_is_published_within_a_second(
 
     (a) A writer inserts while the relay is busy (the doorbell disarmed: the trigger rings
     nothing), then holds its transaction open while the relay re-arms and goes idle, and
-    commits: nobody rings, yet the change must go out within about a second of the commit.
-    (b) An isolated insert to the idle relay goes out at once (the doorbell)."""
+    commits: nobody rings, yet the change must go out within seconds of the commit (about
+    one here), not after the fallback interval.
+    (b) An isolated insert to the idle relay goes out at once (the doorbell).
+    The deadlines are far below the fallback and far above the latencies, which
+    bench/relay_latency.py measures: a lost wake-up fails, a slow machine does not."""
     h.record_written(db_url)
     with h.consumer(broker.port, unique_destination) as consumer:
         spawn_relay(
@@ -500,7 +505,7 @@ def test_a_change_that_raced_the_re_arm_is_published_within_a_second(
         )
         raced_took = consumer.arrived[raced] - committed
         print(f"raced change published {raced_took * 1000:.0f} ms after its commit")
-        assert 0 < raced_took < 2.0
+        assert raced_took > 0  # not before its commit
 
         h.wait_until(lambda: _armed(db), deadline=10, what="the relay to go idle again")
         db.execute("INSERT INTO service (name) VALUES ('isolated')")
@@ -513,7 +518,6 @@ def test_a_change_that_raced_the_re_arm_is_published_within_a_second(
         )
         isolated_took = time.monotonic() - start
         print(f"isolated change published in {isolated_took * 1000:.0f} ms")
-        assert isolated_took < 1.0
         assert_all_delivered(db_url, consumer)
 
 
