@@ -8,8 +8,9 @@ rules (RFC 1123 check, case-insensitive unique name, the ``check_host_v1`` trigg
   plain            capture removed (cdc.untrack_v2): the reference
   captured+relay   capture as migrated (track_v2), relay running (the doorbell design),
                    publishing to a VirtualTopic whose consumer queue a consumer drains
-                   (as a DHCP generator would): the broker stores and delivers every
-                   message, on the same two cores as the database
+                   from a process of its own (as a DHCP generator would): the broker
+                   stores and delivers every message, on the same two cores as the
+                   database
   captured+relay, no queue
                    the same, but the topic has no consumer queue: the broker drops the
                    messages, as if it ran on a machine of its own
@@ -27,12 +28,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 
 import psycopg
 from relay_common import Consumer, Env, add_service_args, count, environment, relay, wait_idle
@@ -105,6 +109,46 @@ def write_for(db_url: str, seconds: float, writers: int) -> float:
     return sum(counts) / (time.monotonic() - began)
 
 
+class Drain:
+    """A consumer draining the relay's queue in a process of its own: in the writers'
+    process its frame parsing would take the GIL from them, which a generator on
+    another machine does not."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        context = multiprocessing.get_context("fork")  # before any writer thread exists
+        self._received: Synchronized[int] = context.Value("q", 0)
+        self._stop = context.Event()
+        ready = context.Event()
+        self._process = context.Process(
+            target=_drain, args=(port, topic, self._received, ready, self._stop), daemon=True
+        )
+        self._process.start()
+        if not ready.wait(60):
+            raise RuntimeError("the draining consumer did not subscribe within 60 s")
+
+    @property
+    def received(self) -> int:
+        return int(self._received.value)
+
+    def wait_for(self, count: int, deadline: float) -> None:
+        end = time.monotonic() + deadline
+        while self.received < count and time.monotonic() < end:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._process.join(30)
+
+
+def _drain(port: int, topic: str, received: Synchronized[int], ready: Event, stop: Event) -> None:
+    consumer = Consumer(port, topic)
+    ready.set()
+    while not stop.wait(0.05):
+        received.value = consumer.received
+    received.value = consumer.received
+    consumer.close()
+
+
 @contextlib.contextmanager
 def maybe_relay(env: Env, config: Config) -> Iterator[None]:
     if config.topic is None:
@@ -123,7 +167,7 @@ def measure(env: Env, seconds: float, rounds: int, writers: int) -> list[str]:
     queued = f"/topic/VirtualTopic.write{uuid.uuid4().hex[:8]}"
     unqueued = f"/topic/VirtualTopic.write{uuid.uuid4().hex[:8]}"
     configs = copies(env, queued, unqueued)
-    consumer = Consumer(env.stomp_port, queued)  # declares and drains the consumer queue
+    consumer = Drain(env.stomp_port, queued)  # declares and drains the consumer queue
     expected = 0
     rates: dict[str, list[float]] = {c.name: [] for c in configs}
     try:
