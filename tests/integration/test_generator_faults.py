@@ -4,21 +4,14 @@ until a render covering them succeeds, and nothing is reloaded without need."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 import services
 
-from generator import daemon as generator_daemon
-from generator import kea_control, metrics, read, render_options, settings, syntax_check
+from generator import metrics
 from tests.integration import generator_support as gs
 from tests.integration import relay_helpers
 from tests.integration.conftest import SpawnRelay
@@ -303,74 +296,3 @@ def test_dry_run_reports_what_a_real_run_would_refuse(
     assert "a real run would write and reload" in forced.stderr
     assert "dhcpd accepts it" in forced.stderr or "not checked" in forced.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
-
-
-# Kea refusing a new file on config-reload, with a real kea-dhcp4
-
-
-@pytest.fixture
-def kea_dir() -> Iterator[Path]:
-    if syntax_check.find_binary("kea-dhcp4") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("kea-dhcp4 is required under CI=true")
-        pytest.skip("kea-dhcp4 is not installed")
-    directory = Path(tempfile.mkdtemp(prefix="kea-"))  # short: socket paths are limited
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def kea_reservations(socket_path: str) -> list[str]:
-    answer = kea_control.command(socket_path, {"command": "config-get"})
-    subnets = answer["arguments"]["Dhcp4"]["subnet4"]  # type: ignore[index]
-    return sorted(r["ip-address"] for s in subnets for r in s["reservations"])
-
-
-@pytest.mark.dhcpd
-def test_kea_refusing_config_reload_gets_the_previous_file_back(
-    db_url: str, db: psycopg.Connection[Any], kea_dir: Path
-) -> None:
-    """A lease file in a missing directory passes ``kea-dhcp4 -t`` but fails
-    ``config-reload`` (and Kea 2.2 then serves nothing): the previous file must be put
-    back and loaded again."""
-    seed(db)
-    sock = str(kea_dir / "ctrl")
-    leases = str(kea_dir / "leases.csv")
-    out = kea_dir / "kea.json"
-    options = render_options.RenderOptions(control_socket=sock, lease_file=leases)
-    first = settings.ApplySettings(fmt="kea", output=out, options=options)
-    engine = read.make_engine(db_url)
-    try:
-        assert generator_daemon.render_pass(engine, config=first, metrics=metrics.Metrics())
-    finally:
-        engine.dispose()
-    before = out.read_text()
-    env = {**os.environ, "KEA_PIDFILE_DIR": str(kea_dir), "KEA_LOCKFILE_DIR": str(kea_dir)}
-    kea = subprocess.Popen(
-        [str(syntax_check.find_binary("kea-dhcp4")), "-c", str(out)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        gs.wait_for(lambda: Path(sock).exists(), what="Kea's control socket")
-        served = kea_reservations(sock)
-        assert served == ["10.20.0.10", "10.20.0.11", "10.21.0.10"]
-        db.execute("UPDATE interface SET ip = '10.20.0.77' WHERE id = 3")
-        common = ["--format", "kea", "--database-url", db_url, "--output", str(out)]
-        common += ["--kea-control-socket", sock]
-        missing = str(kea_dir / "missing" / "leases.csv")
-        failed = gs.run_generator("--once", *common, "--kea-lease-file", missing)
-        assert failed.returncode == 1, failed.stderr
-        assert "unable to open" in failed.stderr
-        assert "previous file restored and reloaded" in failed.stderr
-        assert out.read_text() == before
-        assert kea_reservations(sock) == served  # Kea runs the previous config again
-        loaded = (kea_dir / "kea.json.loaded").read_text().strip()
-        assert loaded == hashlib.sha256(before.encode()).hexdigest()
-
-        done = gs.run_generator("--once", *common, "--kea-lease-file", leases)
-        assert done.returncode == 0, done.stderr
-        assert kea_reservations(sock) == ["10.20.0.10", "10.20.0.77", "10.21.0.10"]
-    finally:
-        kea.terminate()
-        kea.wait(timeout=30)

@@ -248,14 +248,7 @@ def test_message_contract_and_doorbell_latency(
     doorbell, not the fallback interval, which is set to a minute here)."""
     h.record_written(db_url)
     with h.consumer(broker.port, unique_destination) as consumer:
-        spawn_relay(
-            db_url=db_url,
-            stomp_url=broker.url,
-            destination=unique_destination,
-            extra=["--fallback-interval", "60"],
-        )
-        h.wait_until(lambda: h.leader_pid(db_url) is not None, deadline=30, what="the relay")
-        h.wait_until(lambda: _armed(db), deadline=30, what="an idle relay")
+        _idle_relay(spawn_relay, db, db_url, broker, unique_destination, fallback=60)
         for name in ("first", "second"):
             db.execute("INSERT INTO service (name) VALUES (%s)", [name])
             start = time.monotonic()
@@ -467,14 +460,7 @@ def test_a_change_that_raced_the_re_arm_is_published_without_the_fallback(
     bench/relay_latency.py measures: a lost wake-up fails, a slow machine does not."""
     h.record_written(db_url)
     with h.consumer(broker.port, unique_destination) as consumer:
-        spawn_relay(
-            db_url=db_url,
-            stomp_url=broker.url,
-            destination=unique_destination,
-            extra=["--fallback-interval", "300"],
-        )
-        h.wait_until(lambda: h.leader_pid(db_url) is not None, deadline=30, what="the relay")
-        h.wait_until(lambda: _armed(db), deadline=30, what="an idle relay")
+        _idle_relay(spawn_relay, db, db_url, broker, unique_destination, fallback=300)
 
         with psycopg.connect(db_url) as writer:  # one transaction, committed below
             for attempt in range(5):
@@ -519,6 +505,26 @@ def test_a_change_that_raced_the_re_arm_is_published_without_the_fallback(
         isolated_took = time.monotonic() - start
         print(f"isolated change published in {isolated_took * 1000:.0f} ms")
         assert_all_delivered(db_url, consumer)
+
+
+def _idle_relay(
+    spawn_relay: SpawnRelay,
+    db: psycopg.Connection[Any],
+    db_url: str,
+    broker: Any,
+    destination: str,
+    *,
+    fallback: int,
+) -> None:
+    """Start a relay and wait until it leads and sleeps with the doorbell armed."""
+    spawn_relay(
+        db_url=db_url,
+        stomp_url=broker.url,
+        destination=destination,
+        extra=["--fallback-interval", str(fallback)],
+    )
+    h.wait_until(lambda: h.leader_pid(db_url) is not None, deadline=30, what="the relay")
+    h.wait_until(lambda: _armed(db), deadline=30, what="an idle relay")
 
 
 def _scalar(conn: psycopg.Connection[Any], query: str, params: list[Any] | None = None) -> Any:
