@@ -8,21 +8,29 @@ import psycopg
 
 TABLES = ("hardware_type", "host", "subnet", "interface", "service", "host_service")
 
-SEED = """
-INSERT INTO hardware_type (id, name, vendor, model) VALUES (1, 'r640', 'Dell', 'PowerEdge R640');
-INSERT INTO subnet (id, name, network, gateway, domain_name, dns_servers, pool_start, pool_end, lease_time)
-VALUES (1, 'lan', '10.20.0.0/24', '10.20.0.1', 'lan.example.org', '{10.20.0.2,10.20.0.3}',
-        '10.20.0.100', '10.20.0.200', 3600),
-       (2, 'mgmt', '10.21.0.0/24', '10.21.0.1', NULL, '{}', NULL, NULL, NULL);
+# The hosts and their interfaces (a test that deleted them can put them back).
+HOSTS = """
 INSERT INTO host (id, hostname, hardware_type_id, description) VALUES
     (1, 'web1', 1, 'front end'), (2, 'db1', NULL, NULL);
 INSERT INTO interface (id, host_id, name, mac, ip) VALUES
     (1, 1, 'eth0', '52:54:00:00:00:01', '10.20.0.10'),
     (2, 1, 'ipmi', '52:54:00:00:01:01', '10.21.0.10'),
     (3, 2, 'eth0', '52:54:00:00:00:02', '10.20.0.11');
-INSERT INTO service (id, name) VALUES (1, 'http'), (2, 'postgres');
+"""
+
+SEED = (
+    """
+INSERT INTO hardware_type (id, name, vendor, model) VALUES (1, 'r640', 'Dell', 'PowerEdge R640');
+INSERT INTO subnet (id, name, network, gateway, domain_name, dns_servers, pool_start, pool_end, lease_time)
+VALUES (1, 'lan', '10.20.0.0/24', '10.20.0.1', 'lan.example.org', '{10.20.0.2,10.20.0.3}',
+        '10.20.0.100', '10.20.0.200', 3600),
+       (2, 'mgmt', '10.21.0.0/24', '10.21.0.1', NULL, '{}', NULL, NULL, NULL);
+"""
+    + HOSTS
+    + """INSERT INTO service (id, name) VALUES (1, 'http'), (2, 'postgres');
 INSERT INTO host_service (host_id, service_id) VALUES (1, 1), (2, 2);
 """
+)
 
 
 def seed(conn: psycopg.Connection[Any]) -> None:

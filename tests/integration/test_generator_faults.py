@@ -4,6 +4,7 @@ until a render covering them succeeds, and nothing is reloaded without need."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from generator import metrics
 from tests.integration import generator_support as gs
 from tests.integration import relay_helpers
 from tests.integration.conftest import SpawnRelay
-from tests.integration.inventory import seed
+from tests.integration.inventory import HOSTS, seed
 
 pytestmark = pytest.mark.pg
 
@@ -109,12 +110,7 @@ def test_database_outage_keeps_message_until_render_succeeds(
         conn.execute(NEW_HOST)
 
     private_pg.stop()
-    publisher = gs.Publisher(broker.port, unique_destination)
-    try:
-        # no txid in the body: nothing tells the daemon it has seen this change
-        publisher.send("interface", "INSERT", body='{"table": "interface"}')
-    finally:
-        publisher.close()
+    send_without_txid(broker, unique_destination, "interface", "INSERT")
     gs.wait_for(
         lambda: (
             (gs.metric(port, 'dhcp_generator_renders_total{result="db_unavailable"}') or 0) >= 1
@@ -128,17 +124,6 @@ def test_database_outage_keeps_message_until_render_succeeds(
     gs.wait_for(lambda: "10.20.0.70" in out.read_text(), deadline=60, what="the retried render")
     gs.wait_for(lambda: gs.metric(port, "dhcp_generator_pending_messages") == 0, what="the ack")
     assert daemon.alive()
-
-
-# The seeded hosts, put back after a test deleted them: the same rows render the same bytes.
-SEEDED_HOSTS = """
-INSERT INTO host (id, hostname, hardware_type_id, description) VALUES
-    (1, 'web1', 1, 'front end'), (2, 'db1', NULL, NULL);
-INSERT INTO interface (id, host_id, name, mac, ip) VALUES
-    (1, 1, 'eth0', '52:54:00:00:00:01', '10.20.0.10'),
-    (2, 1, 'ipmi', '52:54:00:00:01:01', '10.21.0.10'),
-    (3, 2, 'eth0', '52:54:00:00:00:02', '10.20.0.11');
-"""
 
 
 @pytest.mark.broker
@@ -163,12 +148,7 @@ def test_refused_render_keeps_the_message_pending(
     before = out.read_text()
 
     db.execute("DELETE FROM host")  # every reservation would go: the wipe guard refuses
-    publisher = gs.Publisher(broker.port, unique_destination)
-    try:
-        # no txid in the body: nothing tells the daemon it has seen this change
-        publisher.send("host", "DELETE", body='{"table": "host"}')
-    finally:
-        publisher.close()
+    send_without_txid(broker, unique_destination, "host", "DELETE")
     gs.wait_for(
         lambda: (gs.metric(port, 'dhcp_generator_renders_total{result="refused"}') or 0) >= 1,
         what="the refused render",
@@ -178,7 +158,7 @@ def test_refused_render_keeps_the_message_pending(
     assert gs.reload_count(reloads) == 1
     assert "refusing to write" in daemon.output()
 
-    db.execute(SEEDED_HOSTS)  # the retried render finds the file current, and acks
+    db.execute(HOSTS)  # the retried render finds the file current, and acks
     gs.wait_for(
         lambda: gs.metric(port, "dhcp_generator_pending_messages") == 0,
         deadline=60,
@@ -296,3 +276,14 @@ def test_dry_run_reports_what_a_real_run_would_refuse(
     assert "a real run would write and reload" in forced.stderr
     assert "dhcpd accepts it" in forced.stderr or "not checked" in forced.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def send_without_txid(
+    broker: services.ActiveMQBroker, destination: str, table: str, op: str
+) -> None:
+    """A change message whose body has no txid: nothing tells the daemon it has seen it."""
+    publisher = gs.Publisher(broker.port, destination)
+    try:
+        publisher.send(table, op, body=json.dumps({"table": table}))
+    finally:
+        publisher.close()
