@@ -164,8 +164,7 @@ def preview(text: str, *, config: settings.ApplySettings) -> Preview:
     old_count = count_reservations(current, fmt=config.fmt)
     counts = {"reservations": new_count, "previous_reservations": old_count}
     if current == text:
-        never_loaded = _loaded_digest(config.output) != _digest(text.encode("utf-8"))
-        reload = _reloads(config) and never_loaded
+        reload = _never_loaded(config, text)
         return Preview(changed=False, reload=reload, refusal=None, check=None, **counts)
     check = None
     try:
@@ -292,6 +291,11 @@ def _reloads(config: settings.ApplySettings) -> bool:
     return bool(config.reload_command) or _uses_kea_socket(config)
 
 
+def _never_loaded(config: settings.ApplySettings, text: str) -> bool:
+    """True if a reload is configured and the server has not loaded ``text`` yet."""
+    return _reloads(config) and _loaded_digest(config.output) != _digest(text.encode("utf-8"))
+
+
 def _reload_if_never_loaded(config: settings.ApplySettings, text: str) -> bool:
     """Reload a file in place that the server never loaded; True if it did reload.
 
@@ -299,7 +303,7 @@ def _reload_if_never_loaded(config: settings.ApplySettings, text: str) -> bool:
     server has not read, and the next pass renders the same bytes: without this the
     server would run the old config until the next change."""
     target = config.output
-    if not _reloads(config) or _loaded_digest(target) == _digest(text.encode("utf-8")):
+    if not _never_loaded(config, text):
         logger.debug("%s unchanged", target)
         return False
     logger.warning(
