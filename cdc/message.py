@@ -1,7 +1,8 @@
 """One outbox row as the STOMP SEND frame the broker stores.
 
-The JSON body is built by PostgreSQL (``cdc/sql/fetch_batch.sql``); this module only
-wraps it in a frame, so encoding costs a few string operations per change.
+The JSON body is built by PostgreSQL (``cdc/sql/fetch_batch.sql`` with the fields of
+``machinedb.change_message``); this module only wraps it in a frame, with that
+contract's headers, so encoding costs a few string operations per change.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CONTENT_TYPE = "application/json"
+from machinedb import change_message as contract
+
+CONTENT_TYPE = contract.CONTENT_TYPE
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"})
 
 
@@ -38,10 +41,11 @@ def frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
 
 def send_frame(change: Change, *, destination: str, transaction: str) -> bytes:
     """The persistent SEND for one change, inside a STOMP transaction."""
+    named = contract.headers(event_id=change.id, table=change.table, op=change.op)
     head = (
         f"SEND\ndestination:{escape(destination)}\npersistent:true\n"
-        f"content-type:{CONTENT_TYPE}\nevent-id:{change.id}\n"
-        f"table:{escape(change.table)}\nop:{escape(change.op)}\n"
-        f"transaction:{escape(transaction)}\ncontent-length:{len(change.body)}\n\n"
+        f"content-type:{CONTENT_TYPE}\n"
+        + "".join(f"{key}:{escape(value)}\n" for key, value in named.items())
+        + f"transaction:{escape(transaction)}\ncontent-length:{len(change.body)}\n\n"
     )
     return head.encode() + change.body + b"\x00"

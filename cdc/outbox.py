@@ -6,14 +6,31 @@ import logging
 from collections.abc import Sequence
 
 from cdc import database, message, sqlfiles
+from machinedb import change_message as contract
 
 logger = logging.getLogger(__name__)
+
+# The outbox column behind each field of the message body.
+BODY_COLUMNS = {
+    contract.ID: "id",
+    contract.TABLE: "table_name",
+    contract.OP: "op",
+    contract.PK: "pk",
+    contract.BEFORE: "before",
+    contract.AFTER: "after",
+    contract.TXID: "txid",
+    contract.CAPTURED_AT: "captured_at",
+}
+_BODY = "json_build_object({})".format(
+    ", ".join(f"'{field}', {column}" for field, column in BODY_COLUMNS.items())
+)
+FETCH_BATCH = sqlfiles.load("fetch_batch").replace("{body}", _BODY)
 
 
 def fetch(conn: database.Connection, *, after_id: int, limit: int) -> list[message.Change]:
     """Up to ``limit`` committed changes with id > ``after_id``, in id order."""
     with database.translated():
-        rows = conn.execute(sqlfiles.load("fetch_batch"), {"after": after_id, "limit": limit})
+        rows = conn.execute(FETCH_BATCH, {"after": after_id, "limit": limit})
         return [message.Change.from_row(row) for row in rows.fetchall()]
 
 
