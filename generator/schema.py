@@ -117,3 +117,32 @@ class HostService(Base):
     service_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("service.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class DhcpServer(Base):
+    __tablename__ = "dhcp_server"
+    __table_args__ = (
+        CheckConstraint("machinedb.is_dhcp_server_name(name)", name="dhcp_server_name_plain"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+# server names are unique whatever their case
+Index("dhcp_server_name_lower_key", func.lower(DhcpServer.name), unique=True)
+
+
+class DhcpServerSubnet(Base):
+    """Which subnets a DHCP server serves (a subnet may have several: failover peers)."""
+
+    __tablename__ = "dhcp_server_subnet"
+    __table_args__ = (Index("dhcp_server_subnet_subnet_id_idx", "subnet_id"),)
+
+    dhcp_server_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dhcp_server.id", ondelete="CASCADE"), primary_key=True
+    )
+    subnet_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("subnet.id", ondelete="CASCADE"), primary_key=True
+    )

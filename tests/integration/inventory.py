@@ -7,6 +7,12 @@ from typing import Any
 import psycopg
 
 TABLES = ("hardware_type", "host", "subnet", "interface", "service", "host_service")
+# Which DHCP server serves which subnet (migration 0006). Kept out of TABLES: code that
+# moves identity sequences past SEED's ids expects an ``id`` column in every table of
+# TABLES but host_service. SEED leaves these empty; DHCP_SERVERS fills them.
+DHCP_SERVER_TABLES = ("dhcp_server", "dhcp_server_subnet")
+# Every table the migrations create in schema public, each captured.
+ALL_TABLES = (*TABLES, *DHCP_SERVER_TABLES)
 
 # The hosts and their interfaces (a test that deleted them can put them back).
 HOSTS = """
@@ -33,6 +39,15 @@ INSERT INTO host_service (host_id, service_id) VALUES (1, 1), (2, 2);
 )
 
 
+# Two failover peers serving both seeded subnets, and a third server serving 'mgmt' only.
+DHCP_SERVERS = """
+INSERT INTO dhcp_server (id, name, description) VALUES
+    (1, 'dhcp-a', 'failover primary'), (2, 'dhcp-b', 'failover secondary'), (3, 'mgmt.dhcp', NULL);
+INSERT INTO dhcp_server_subnet (dhcp_server_id, subnet_id) VALUES (1, 1), (1, 2), (2, 1), (2, 2), (3, 2);
+SELECT setval(pg_get_serial_sequence('dhcp_server', 'id'), 3);
+"""
+
+
 def seed(conn: psycopg.Connection[Any]) -> None:
     conn.execute(SEED)
     for table in TABLES:
@@ -46,7 +61,7 @@ def seed(conn: psycopg.Connection[Any]) -> None:
 def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every inventory table and of the outbox, in a stable order."""
     result = {}
-    for table in (*TABLES, "cdc.change"):
+    for table in (*ALL_TABLES, "cdc.change"):
         rows = conn.execute(f"SELECT t::text FROM {table} t ORDER BY 1").fetchall()
         result[table] = rows
     return result

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.inventory import TABLES, seed
+from tests.integration.inventory import ALL_TABLES, seed
 
 pytestmark = pytest.mark.pg
 
@@ -201,7 +201,7 @@ def capture_triggers(conn: psycopg.Connection[Any], table: str) -> set[tuple[Any
 def test_capture_triggers_are_statement_level_with_transition_tables(
     db: psycopg.Connection[Any],
 ) -> None:
-    for table in TABLES:
+    for table in ALL_TABLES:
         function = f"cdc.capture_v2_public_{table}"
         assert capture_triggers(db, f"public.{table}") == {
             (*trigger, function, "O") for trigger in CAPTURE_TRIGGERS

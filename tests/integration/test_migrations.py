@@ -22,10 +22,11 @@ from sqlalchemy.dialects.postgresql import ExcludeConstraint
 
 from generator import schema
 from tests.conftest import ROOT, alembic_config
+from tests.integration.inventory import ALL_TABLES
 
 pytestmark = pytest.mark.pg
 
-EXPECTED_TABLES = {"hardware_type", "host", "subnet", "interface", "service", "host_service"}
+EXPECTED_TABLES = set(ALL_TABLES)
 NewDatabase = Callable[[str | None], str]
 
 
