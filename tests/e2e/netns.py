@@ -13,6 +13,7 @@ process left in a namespace is killed, and the namespaces are deleted.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -430,3 +431,30 @@ class Client:
 def client(net: Link, workdir: Path) -> Client:
     workdir.mkdir(parents=True, exist_ok=True)
     return Client(net=net, workdir=workdir)
+
+
+# --- entering a namespace ------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000  # setns(2): join a network namespace
+_NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps its namespaces
+
+
+@contextlib.contextmanager
+def entered(ns: str) -> Iterator[None]:
+    """Run the calling thread in network namespace ``ns`` until the block ends.
+
+    Sockets opened meanwhile stay in ``ns`` afterwards: the test process can reach a
+    server inside the namespaces, which the host's own namespace has no route to.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def join(fd: int, name: str) -> None:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise HarnessError(f"setns {name}: {os.strerror(ctypes.get_errno())}")
+
+    with open("/proc/thread-self/ns/net") as home, open(_NETNS_DIR / ns) as target:
+        join(target.fileno(), ns)
+        try:
+            yield
+        finally:
+            join(home.fileno(), "back to the test's own namespace")
