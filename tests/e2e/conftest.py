@@ -24,10 +24,11 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture
 def net() -> Iterator[netns.Link]:
-    """Two fresh network namespaces joined by a veth pair, deleted after the test."""
+    """Two fresh network namespaces joined by a veth pair, deleted after the test; the
+    server's namespace is also reachable from the test's at ``control_ip``."""
     ok, missing = netns.available()
     require(ok, missing)
-    with netns.link() as link:
+    with netns.link(control=True) as link:
         yield link
 
 

@@ -13,7 +13,6 @@ process left in a namespace is killed, and the namespaces are deleted.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -88,6 +87,10 @@ class Link:
     client_if: str
     network: ipaddress.IPv4Network
     server_ip: ipaddress.IPv4Address
+    # The server namespace's end of a second veth into the test's own namespace, so
+    # the test process (and a generator it runs) reaches the server's TCP ports (OMAPI)
+    # over a connected route: nothing is ever sent towards the machine's real network.
+    control_ip: ipaddress.IPv4Address | None = None
 
     def host(self, n: int) -> ipaddress.IPv4Address:
         """The n-th address of the network (n=1 is the server)."""
@@ -113,14 +116,23 @@ def _network_for(tag: str, prefixlen: int) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((0x0A400000 + (index << (32 - prefixlen)), prefixlen))
 
 
+def _control_network_for(tag: str) -> ipaddress.IPv4Network:
+    # a /30 of link-local 169.254.64.0/18 (never routed off a link) chosen by the tag
+    index = int(tag, 16) % (1 << 14)
+    return ipaddress.IPv4Network((0xA9FE4000 + (index << 2), 30))
+
+
 @contextlib.contextmanager
-def link(prefixlen: int = 24) -> Iterator[Link]:
+def link(prefixlen: int = 24, *, control: bool = False) -> Iterator[Link]:
     """Create the two namespaces and the veth pair; delete them all on exit.
 
     The server end gets the first address of a ``prefixlen`` network of 10.64.0.0/10.
+    With ``control``, a second veth joins the server namespace to the caller's, on a
+    link-local /30: its server end is ``control_ip``.
     """
     tag = _new_tag()
     network = _network_for(tag, prefixlen)
+    control_net = _control_network_for(tag)
     net = Link(
         tag=tag,
         server_ns=f"mdb-{tag}-srv",
@@ -129,6 +141,7 @@ def link(prefixlen: int = 24) -> Iterator[Link]:
         client_if=f"mdb{tag}c",
         network=network,
         server_ip=network.network_address + 1,
+        control_ip=control_net.network_address + 2 if control else None,
     )
     created: list[str] = []
     try:
@@ -143,11 +156,23 @@ def link(prefixlen: int = 24) -> Iterator[Link]:
         for ns, dev in ((net.server_ns, net.server_if), (net.client_ns, net.client_if)):
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "set", dev, "up")
+        if control:
+            _control_link(net, control_net)
         yield net
     finally:
         for ns in created:
             kill_namespace_processes(ns)
             _ip("netns", "del", ns, check=False)
+
+
+def _control_link(net: Link, control_net: ipaddress.IPv4Network) -> None:
+    """The second veth: its host end is deleted with the server namespace's end."""
+    here, there = f"mdb{net.tag}h", f"mdb{net.tag}n"
+    _ip("link", "add", here, "type", "veth", "peer", "name", there, "netns", net.server_ns)
+    _ip("addr", "add", f"{control_net.network_address + 1}/30", "dev", here)
+    _ip("-n", net.server_ns, "addr", "add", f"{net.control_ip}/30", "dev", there)
+    _ip("link", "set", here, "up")
+    _ip("-n", net.server_ns, "link", "set", there, "up")
 
 
 def kill_namespace_processes(ns: str) -> None:
@@ -431,30 +456,3 @@ class Client:
 def client(net: Link, workdir: Path) -> Client:
     workdir.mkdir(parents=True, exist_ok=True)
     return Client(net=net, workdir=workdir)
-
-
-# --- entering a namespace ------------------------------------------------------------
-
-_CLONE_NEWNET = 0x40000000  # setns(2): join a network namespace
-_NETNS_DIR = Path("/run/netns")  # where `ip netns add` keeps its namespaces
-
-
-@contextlib.contextmanager
-def entered(ns: str) -> Iterator[None]:
-    """Run the calling thread in network namespace ``ns`` until the block ends.
-
-    Sockets opened meanwhile stay in ``ns`` afterwards: the test process can reach a
-    server inside the namespaces, which the host's own namespace has no route to.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def join(fd: int, name: str) -> None:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            raise HarnessError(f"setns {name}: {os.strerror(ctypes.get_errno())}")
-
-    with open("/proc/thread-self/ns/net") as home, open(_NETNS_DIR / ns) as target:
-        join(target.fileno(), ns)
-        try:
-            yield
-        finally:
-            join(home.fileno(), "back to the test's own namespace")

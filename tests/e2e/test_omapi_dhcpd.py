@@ -2,9 +2,8 @@
 OMAPI changes when it restarts.
 
 dhcpd runs in a network namespace with ``omapi-port``; a busybox udhcpc in the other
-namespace shows what is really served. The host's own namespace has no route to the
-link, so the test thread enters the server's namespace to open the OMAPI connection
-(to the server's address on the link); the socket stays there afterwards.
+namespace shows what is really served. The test reaches OMAPI over the harness's
+control link (``Link.control_ip``), a connected route into the server's namespace.
 
 A restart here is what a crash and a supervisor give: SIGKILL, then a plain start with
 the same config file and lease file. dhcpd writes every OMAPI create and delete into
@@ -82,14 +81,13 @@ class Lab:
         return self.connect()
 
     def connect(self, key: omapi.Key | None = None) -> omapi.Client:
-        client = omapi.Client(host=str(self.net.server_ip), port=OMAPI_PORT, key=key or self.key)
+        client = omapi.Client(host=str(self.net.control_ip), port=OMAPI_PORT, key=key or self.key)
 
         def connected() -> bool:
-            with netns.entered(self.net.server_ns):
-                try:
-                    client.connect()
-                except omapi.Unreachable:
-                    return False
+            try:
+                client.connect()
+            except omapi.Unreachable:
+                return False
             return True
 
         netns.wait_until(connected, CONNECT_DEADLINE, "dhcpd's OMAPI port")
@@ -192,10 +190,17 @@ def test_a_wrong_secret_or_key_name_is_unreachable(lab: Lab) -> None:
     wrong_secret = omapi.Key(name=KEY_NAME, algorithm="hmac-md5", secret="d3Jvbmcgc2VjcmV0IQ==")
     unknown_name = omapi.Key(name="other", algorithm="hmac-md5", secret=lab.key.secret)
     for key in (wrong_secret, unknown_name):
-        client = omapi.Client(host=str(lab.net.server_ip), port=OMAPI_PORT, key=key, timeout=2.0)
-        with netns.entered(lab.net.server_ns), pytest.raises(omapi.Unreachable) as caught:
+        client = omapi.Client(host=str(lab.net.control_ip), port=OMAPI_PORT, key=key, timeout=2.0)
+        with pytest.raises(omapi.Unreachable) as caught:
             client.connect()
         assert lab.key.secret not in str(caught.value)
+
+
+def _found(client: omapi.Client, mac: str) -> bool:
+    try:
+        return client.lookup_by_mac(mac) is not None
+    except omapi.Unreachable:
+        return False
 
 
 def test_a_dropped_connection_is_unreachable_then_reconnects(lab: Lab) -> None:
@@ -206,8 +211,8 @@ def test_a_dropped_connection_is_unreachable_then_reconnects(lab: Lab) -> None:
         c.lookup_by_mac(mac)
     assert lab.server is not None
     lab.server.reload()
-    with netns.entered(lab.net.server_ns):  # the next call may connect again
-        netns.wait_until(lambda: c.lookup_by_mac(mac) is not None, CONNECT_DEADLINE, "lookup")
+    # the next call may connect again
+    netns.wait_until(lambda: _found(c, mac), CONNECT_DEADLINE, "lookup")
     assert c.lookup_by_name("file1") == host(lab, "file1", mac, 30)
 
 
