@@ -11,7 +11,9 @@ specification when it is installed.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import ipaddress
 import os
 import re
 import shlex
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_SECRETS = ROOT / "scripts" / "compose-secrets"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+DHCPD = "/usr/sbin/dhcpd"
 
 APP_SERVICES = ("migrate", "relay", "generator", "generator-kea")
 DAEMONS = ("relay", "generator", "generator-kea")
@@ -50,7 +53,11 @@ SECRET_FILES = {
     "broker-ca.pem": 0o644,
     "relay.url": 0o600,
     "generator.url": 0o600,
+    "omapi.key": 0o600,
 }
+APP_SECRETS = ("relay.url", "generator.url", "omapi.key")  # owned by the image's uid
+OMAPI_KEY = re.compile(r'key omapi_key \{ algorithm hmac-md5; secret "([A-Za-z0-9+/=]+)"; \};\n')
+OMAPI_PORT = 7911
 BROKER_USER = {"relay": "relay", "generator": "generator", "generator-kea": "generator"}
 
 
@@ -75,10 +82,18 @@ def console_scripts() -> dict[str, str]:
 
 
 def documented_variables() -> set[str]:
-    """The variable names in the README's configuration table (DESIGN.md's contract)."""
+    """The variable names in the README's configuration table (DESIGN.md's contract) and
+    in docs/deployment.md's tables."""
     text = (ROOT / "README.md").read_text()
     section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    section += (ROOT / "docs" / "deployment.md").read_text()
     return set(re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE))
+
+
+def default_of(value: str) -> str:
+    """``value`` with each ``${VAR:-default}`` replaced by its default, as compose does
+    when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -320,6 +335,45 @@ def test_broker_clients_use_tls_a_ca_file_and_a_url_file(
         assert mount["read_only"] is True
 
 
+def test_generator_and_dhcpd_share_the_omapi_key_at_one_path(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The generator renders `include "<its DHCP_OMAPI_KEY_FILE>";` into dhcpd.conf, so
+    dhcpd must find the key at the very same path; nothing else gets the key."""
+    env = environment(services["generator"])
+    key_file = env["DHCP_OMAPI_KEY_FILE"]
+    for name in ("generator", "dhcpd"):
+        mount = mount_for(services[name], key_file)
+        assert secret_name(mount) == "omapi.key", name
+        assert mount["type"] == "bind"
+        assert mount["read_only"] is True, name
+    for name, service in services.items():
+        if name not in ("generator", "dhcpd"):
+            assert not [m for m in mounts(service) if secret_name(m) == "omapi.key"], name
+    assert "DHCP_OMAPI_KEY_FILE" not in environment(services["generator-kea"])
+
+
+def test_generator_reaches_omapi_over_a_network_of_its_own(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """dhcpd runs on the host's network and its OMAPI listener binds every address of
+    the host. The generator reaches it at the host's address on the `omapi` bridge, which
+    no other service joins and whose interface name the documented firewall rule uses."""
+    host, _, port = default_of(environment(services["generator"])["DHCP_OMAPI"]).rpartition(":")
+    assert int(port) == OMAPI_PORT
+    network = compose["networks"]["omapi"]
+    bridge = network["driver_opts"]["com.docker.network.bridge.name"]
+    (ipam,) = network["ipam"]["config"]
+    assert default_of(ipam["gateway"]) == host
+    assert ipaddress.ip_address(host) in ipaddress.ip_network(default_of(ipam["subnet"]))
+    members = [name for name, service in services.items() if "omapi" in service.get("networks", [])]
+    assert members == ["generator"]
+    assert "default" in services["generator"]["networks"], "it still needs the broker and DB"
+    assert services["dhcpd"]["network_mode"] == "host"
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    assert f'iifname "{bridge}"' in deployment and f"dport {OMAPI_PORT}" in deployment
+
+
 def test_secret_mounts_fail_when_the_file_is_missing(compose: dict[str, Any]) -> None:
     """Short-syntax binds create a missing source as an empty directory; long-syntax
     binds make container creation fail, so without secrets the stack does not start."""
@@ -468,6 +522,42 @@ def test_systemd_units(console_scripts: dict[str, str], unit: str, script: str) 
         assert setting in text, f"{unit}: {setting}"
 
 
+def unit_settings(text: str) -> dict[str, list[str]]:
+    """Every `Key=value` of a unit file, continuation lines joined."""
+    settings: dict[str, list[str]] = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_systemd_dhcpd_unit_stops_with_sigterm_and_reports_its_start() -> None:
+    """The dhcpd unit the generator restarts: SIGTERM (immediate in dhcpd 4.4.3-P1, which
+    has no handler; bench/dhcpd_restart.py) with a bounded escalation, and a forking
+    start, so `systemctl restart` fails when the new dhcpd does not serve."""
+    text = (ROOT / "deploy" / "systemd" / "isc-dhcp-server-machinedb.service").read_text()
+    unit = unit_settings(text)
+    assert unit["Type"] == ["forking"]
+    assert unit["KillSignal"] == ["SIGTERM"]
+    assert 0 < int(unit["TimeoutStopSec"][0]) <= 10
+    assert unit["SendSIGKILL"] == ["yes"]
+    assert unit["Conflicts"] == ["isc-dhcp-server.service"]
+    (exec_start,) = unit["ExecStart"]
+    words = exec_start.split()
+    assert words[0] == DHCPD and "-f" not in words, "forking: dhcpd's parent reports the start"
+    assert option(words, "-pf") == unit["PIDFile"][0]
+    assert any("-t" in pre.split() for pre in unit["ExecStartPre"])
+    assert "bench/dhcpd_restart.py" in text, "the measured reason is written down"
+
+
+def test_systemd_generator_unit_documents_omapi() -> None:
+    text = (ROOT / "deploy" / "systemd" / "dhcp-generator@.service").read_text()
+    assert f"DHCP_OMAPI=127.0.0.1:{OMAPI_PORT}" in text
+    assert "DHCP_OMAPI_KEY_FILE=/etc/machinedb/omapi.key" in text
+    assert "systemctl restart isc-dhcp-server-machinedb" in text
+
+
 def cli_help(script: str, module: str) -> str:
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not written yet")
@@ -537,8 +627,8 @@ def test_compose_secrets_writes_the_files_with_their_modes(generated_secrets: Pa
         path = generated_secrets / name
         assert path.is_file(), name
         assert stat.S_IMODE(path.stat().st_mode) == mode, name
-    if os.geteuid() == 0:  # the application image's user must own its URL file
-        for name in ("relay.url", "generator.url"):
+    if os.geteuid() == 0:  # the application image's user must own its files
+        for name in APP_SECRETS:
             owner = (generated_secrets / name).stat()
             assert (owner.st_uid, owner.st_gid) == (10001, 10001), name
 
@@ -557,6 +647,50 @@ def test_compose_secrets_credentials_and_urls_agree(generated_secrets: Path) -> 
         assert [(e.host, e.port, e.ssl) for e in config.endpoints] == [("activemq", 61614, True)]
         assert config.username == user
         assert config.password == properties[f"machinedb.{user}.password"]
+
+
+def test_compose_secrets_omapi_key_is_a_dhcpd_key_statement(generated_secrets: Path) -> None:
+    text = (generated_secrets / "omapi.key").read_text()
+    match = OMAPI_KEY.fullmatch(text)
+    assert match is not None, 'key omapi_key { algorithm hmac-md5; secret "..."; };'
+    assert len(base64.b64decode(match.group(1), validate=True)) == 64
+    if not Path(DHCPD).exists():
+        return
+    # dhcpd accepts it as the generator renders it: the port, the include, the key name.
+    conf = generated_secrets.parent / "omapi-check.conf"
+    conf.write_text(
+        f'omapi-port {OMAPI_PORT};\ninclude "{generated_secrets / "omapi.key"}";\n'
+        "omapi-key omapi_key;\nsubnet 192.0.2.0 netmask 255.255.255.0 { }\n"
+    )
+    done = subprocess.run(
+        [DHCPD, "-4", "-t", "-q", "-cf", str(conf)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_secrets_adds_an_omapi_key_to_an_existing_directory(tmp_path: Path) -> None:
+    need_openssl()
+    directory = tmp_path / "secrets"
+    assert run_compose_secrets(directory).returncode == 0
+    (directory / "omapi.key").unlink()  # a directory made before the key existed
+    before = {name: (directory / name).read_bytes() for name in SECRET_FILES if name != "omapi.key"}
+    added = run_compose_secrets(directory, "--omapi-key-only")
+    assert added.returncode == 0, added.stderr
+    key = (directory / "omapi.key").read_text()
+    assert OMAPI_KEY.fullmatch(key)
+    assert stat.S_IMODE((directory / "omapi.key").stat().st_mode) == 0o600
+    assert {name: (directory / name).read_bytes() for name in before} == before
+    again = run_compose_secrets(directory, "--omapi-key-only")
+    assert again.returncode == 1
+    assert "--force" in again.stderr
+    assert (directory / "omapi.key").read_text() == key
+    forced = run_compose_secrets(directory, "--omapi-key-only", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (directory / "omapi.key").read_text() != key
+    secret = OMAPI_KEY.fullmatch(key)
+    assert secret is not None
+    for out in (added, again, forced):
+        assert secret.group(1) not in out.stdout + out.stderr, "the secret is never printed"
 
 
 def test_compose_secrets_keystore_opens_with_its_password(generated_secrets: Path) -> None:
@@ -594,7 +728,8 @@ def test_compose_secrets_keystore_opens_with_its_password(generated_secrets: Pat
         input=cert.stdout, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert not list(generated_secrets.glob("*.key")), "no private key outside the keystore"
+    tls_keys = [p.name for p in generated_secrets.glob("*.key") if p.name != "omapi.key"]
+    assert not tls_keys, "no private key outside the keystore"
 
 
 def test_compose_secrets_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -614,8 +749,11 @@ def test_compose_secrets_refuses_to_overwrite_without_force(tmp_path: Path) -> N
         assert (directory / name).read_bytes() != before[name], name
     url = stomp_url.parse((directory / "relay.url").read_text().strip())
     assert url.endpoints[0].host == "mq.example.org"
-    # Passwords are never printed.
-    for value in read_properties(directory / "credentials.properties").values():
+    # Passwords and the OMAPI secret are never printed.
+    values = list(read_properties(directory / "credentials.properties").values())
+    key = OMAPI_KEY.fullmatch((directory / "omapi.key").read_text())
+    assert key is not None
+    for value in [*values, key.group(1)]:
         for out in (first, again, forced):
             assert value not in out.stdout + out.stderr
 
@@ -653,10 +791,20 @@ def test_the_commands_accept_the_compose_configuration(
     env = environment(service)
     env["DATABASE_URL"] = "postgresql://machinedb:x@postgres:5432/machinedb"
     env["STOMP_URL_FILE"] = container_to_host(service, env["STOMP_URL_FILE"], generated_secrets)
+    if "DHCP_OMAPI_KEY_FILE" in env:
+        path = container_to_host(service, env["DHCP_OMAPI_KEY_FILE"], generated_secrets)
+        env["DHCP_OMAPI_KEY_FILE"] = path
+    env = {key: default_of(value) for key, value in env.items()}
     cmd = command(service)
     ca_index = cmd.index("--ssl-ca-file") + 1
     cmd[ca_index] = container_to_host(service, cmd[ca_index], generated_secrets)
-    for variable in ("STOMP_URL", "SSL_CA_FILE", "DATABASE_URL_FILE"):
+    for variable in (
+        "STOMP_URL",
+        "SSL_CA_FILE",
+        "DATABASE_URL_FILE",
+        "DHCP_OMAPI",
+        "DHCP_OMAPI_KEY_FILE",
+    ):
         monkeypatch.delenv(variable, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
