@@ -3,8 +3,9 @@
 The candidate is written next to the target (same file system), fsynced, checked by
 the real server's checker, then renamed over the target in one atomic step; the old
 file stays as ``<file>.prev``. If the reload fails, the previous file is put back and
-reloaded. A render that would remove more than a set share of the reservations is
-refused unless forced: an empty query result must never wipe DHCP.
+reloaded. A render that would remove more than a set number *and* more than a set
+share of the reservations is refused unless forced: an empty query result must never
+wipe DHCP, while a small lab may still delete its last hosts.
 """
 
 from __future__ import annotations
@@ -69,16 +70,28 @@ def read_current(target: Path) -> str | None:
         return None
 
 
-def check_removal(*, current: int, new: int, max_share: float, force: bool, target: Path) -> None:
-    """Raise ``WipeRefused`` when ``new`` drops more than ``max_share`` of ``current``."""
+def check_removal(
+    *,
+    current: int,
+    new: int,
+    max_share: float,
+    force: bool,
+    target: Path,
+    floor: int = settings.REMOVAL_FLOOR,
+) -> None:
+    """Raise ``WipeRefused`` when ``new`` drops more than ``floor`` reservations and more
+    than ``max_share`` of ``current``."""
     if current == 0 or new >= current:
         return
     removed = current - new
-    if removed / current <= max_share:
+    if removed <= floor or removed / current <= max_share:
         return
     message = (
         f"refusing to write {target}: it would remove {removed} of {current} reservations"
-        f" ({removed / current:.0%}, limit {max_share:.0%}); use --force if this is intended"
+        f" ({removed / current:.0%}; the guard refuses more than {floor} and more than"
+        f" {max_share:.0%}). If this is intended, apply it once with the same settings and"
+        " --once --force (a running daemon then carries on by itself), or raise"
+        " --max-removal-share / --removal-floor"
     )
     if force:
         logger.warning("%s; forced", message, extra={"action": "wipe_forced"})
@@ -91,18 +104,21 @@ def apply(
     *,
     config: settings.ApplySettings,
     check: Callable[[Path], object] | None = None,
+    reload: bool = True,
 ) -> Outcome:
     """Make ``text`` the config at ``config.output`` and reload if it changed.
 
     ``check`` replaces the syntax check of the candidate file (it raises to refuse it);
-    by default the server's checker reads the whole file."""
+    by default the server's checker reads the whole file. With ``reload`` false the
+    server already runs what ``text`` says (its hosts went in over OMAPI): the file is
+    written and recorded as loaded, and nothing is reloaded."""
     target = config.output
     current = read_current(target)
     fmt = config.fmt
     new_count = count_reservations(text, fmt=fmt)
     old_count = count_reservations(current, fmt=fmt)
     if current == text:
-        reloaded = _reload_if_never_loaded(config, text)
+        reloaded = _reload_if_never_loaded(config, text) if reload else False
         return Outcome(
             changed=False,
             reloaded=reloaded,
@@ -115,6 +131,7 @@ def apply(
         max_share=config.max_removal_share,
         force=config.force,
         target=target,
+        floor=config.removal_floor,
     )
     candidate = _write_candidate(text, target=target)
     try:
@@ -135,6 +152,12 @@ def apply(
         old_count,
         extra={"action": "written", "reservations": new_count},
     )
+    if not reload:
+        if _reloads(config):
+            _mark_loaded(target)
+        return Outcome(
+            changed=True, reloaded=False, reservations=new_count, previous_reservations=old_count
+        )
     _reload_or_restore(config, had_previous=current is not None)
     return Outcome(
         changed=True,
@@ -174,6 +197,7 @@ def preview(text: str, *, config: settings.ApplySettings) -> Preview:
             max_share=config.max_removal_share,
             force=config.force,
             target=config.output,
+            floor=config.removal_floor,
         )
         if config.syntax_check:
             check = syntax_check.check_text(text, fmt=config.fmt)
@@ -289,6 +313,11 @@ def reload(config: settings.ApplySettings) -> None:
 
 def _reloads(config: settings.ApplySettings) -> bool:
     return bool(config.reload_command) or _uses_kea_socket(config)
+
+
+def loaded(config: settings.ApplySettings, text: str) -> bool:
+    """True if the server runs ``text``: it loaded it, or nothing reloads it anyway."""
+    return not _never_loaded(config, text)
 
 
 def _never_loaded(config: settings.ApplySettings, text: str) -> bool:

@@ -14,7 +14,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from generator import apply, daemon, errors, read, render, render_options, settings
+import sqlalchemy
+
+from generator import (
+    apply,
+    daemon,
+    errors,
+    omapi,
+    passes,
+    read,
+    render,
+    render_options,
+    settings,
+)
 from generator import metrics as metrics_module
 from machinedb import cli_args, db_url, logs, secrets, stomp_url
 from machinedb import daemon as machinedb_daemon
@@ -60,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Kea: memfile lease database to render (default {render_options.KEA_LEASE_FILE})",
     )
     parser.add_argument(
+        "--omapi",
+        metavar="HOST:PORT",
+        help="ISC: send host changes to dhcpd's OMAPI here instead of restarting it"
+        " (env DHCP_OMAPI; needs --omapi-key-file); the port is rendered as omapi-port",
+    )
+    parser.add_argument(
+        "--omapi-key-file",
+        metavar="FILE",
+        help="ISC: a file holding dhcpd's 'key NAME { algorithm hmac-md5; secret \"...\"; };'"
+        " statement, not readable by everyone; dhcpd.conf includes it by this path"
+        " (env DHCP_OMAPI_KEY_FILE)",
+    )
+    parser.add_argument(
         "--interface",
         action="append",
         default=[],
@@ -73,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=cli_args.share,
         default=settings.MAX_REMOVAL_SHARE,
         help="refuse a render that removes more than this share of the reservations"
+        " (and more than --removal-floor of them; default %(default)s)",
+    )
+    parser.add_argument(
+        "--removal-floor",
+        type=cli_args.non_negative_int,
+        default=settings.REMOVAL_FLOOR,
+        help="never refuse a render that removes at most this many reservations"
         " (default %(default)s)",
     )
     parser.add_argument(
@@ -112,11 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between renders during a burst (default %(default)s)",
     )
     parser.add_argument(
-        "--memo-rows",
-        type=cli_args.non_negative_int,
-        default=settings.MEMO_ROWS,
-        help="keep per-row work between renders up to this many interfaces, ~1.3 KB each,"
-        " for fast renders after a change; 0 turns it off (default %(default)s)",
+        "--server",
+        help="render only the subnets of this dhcp_server row, and their reservations"
+        " (env DHCP_SERVER; default: every subnet)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        type=cli_args.non_negative_seconds,
+        default=settings.RECONCILE_INTERVAL,
+        help="seconds between full reads that check (and correct) the state kept by"
+        " incremental passes; 0 turns them off (default %(default)s)",
     )
     cli_args.add_log_arguments(parser)
     return parser
@@ -137,7 +174,18 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
     consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
     fmt: render.Format = args.fmt
     _check_kea_only(args)
+    target = _omapi_target(args, env)
+    omapi_options = (
+        {}
+        if target is None
+        else {
+            "omapi_port": target.port,
+            "omapi_key_name": target.key.name,
+            "omapi_key_file": target.key_file,
+        }
+    )
     options = render_options.RenderOptions(
+        **omapi_options,  # type: ignore[arg-type]
         interfaces=tuple(args.interface),
         lease_file=args.kea_lease_file or render_options.KEA_LEASE_FILE,
         **({"control_socket": args.kea_control_socket} if args.kea_control_socket else {}),
@@ -149,7 +197,8 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         prefetch=args.prefetch,
         ssl_ca_file=args.ssl_ca_file or env.get("SSL_CA_FILE"),
         window=args.window,
-        memo_rows=args.memo_rows,
+        server=args.server or env.get("DHCP_SERVER") or None,
+        reconcile_interval=args.reconcile_interval,
         metrics_port=args.metrics_port,
         apply=settings.ApplySettings(
             fmt=fmt,
@@ -158,10 +207,35 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
             kea_control_socket=args.kea_control_socket,
             force=args.force,
             max_removal_share=args.max_removal_share,
+            removal_floor=args.removal_floor,
             syntax_check=not args.no_syntax_check,
+            omapi=target,
             options=options,
         ),
     )
+
+
+def _omapi_target(args: argparse.Namespace, env: Mapping[str, str]) -> settings.OmapiTarget | None:
+    where = args.omapi or env.get("DHCP_OMAPI") or None
+    key_file = args.omapi_key_file or env.get("DHCP_OMAPI_KEY_FILE") or None
+    if where is None:
+        if key_file is not None:
+            raise ValueError("--omapi-key-file needs --omapi HOST:PORT (env DHCP_OMAPI)")
+        return None
+    if args.fmt != "isc":
+        raise ValueError("--omapi needs --format isc: OMAPI is ISC dhcpd's")
+    if key_file is None:
+        raise ValueError("--omapi needs --omapi-key-file (env DHCP_OMAPI_KEY_FILE)")
+    host, sep, port_text = where.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"--omapi {where!r} must be HOST:PORT, e.g. 127.0.0.1:7911")
+    port = cli_args.port(port_text)
+    path = os.path.abspath(key_file)
+    try:
+        key = omapi.read_key_file(path)
+    except omapi.KeyFileError as exc:
+        raise ValueError(str(exc)) from exc
+    return settings.OmapiTarget(host=host.strip("[]"), port=port, key=key, key_file=path)
 
 
 # Flags that only mean something to Kea: with --format isc they would silently do nothing.
@@ -195,14 +269,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         return _dry_run(config)
     if args.once:
-        apply.remove_stale_candidates(config.apply.output)
-        engine = read.make_engine(config.database_url)
-        try:
-            ok = daemon.render_pass(engine, config=config.apply, metrics=metrics) is not None
-        finally:
-            engine.dispose()
-        return 0 if ok else EXIT_FAILED
+        return _once(config, metrics)
     return _serve(config, metrics)
+
+
+def _once(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
+    apply.remove_stale_candidates(config.apply.output)
+    engine = read.make_engine(config.database_url)
+    hosts = passes.omapi_client(config.apply)
+    try:
+        server = _server_id(engine, config)
+        if hosts is None:
+            ok = passes.render_pass(engine, config=config.apply, metrics=metrics, server=server)
+        else:  # the difference from the file in place goes to dhcpd over OMAPI
+            pipeline = passes.Pipeline(
+                engine, config=config.apply, metrics=metrics, server=server, hosts=hosts
+            )
+            ok = pipeline.full()
+    except errors.GeneratorError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.dispose()
+        if hosts is not None:
+            hosts.close()
+    return 0 if ok is not None else EXIT_FAILED
+
+
+def _server_id(engine: sqlalchemy.Engine, config: settings.Settings) -> int | None:
+    return None if config.server is None else read.find_server(engine, config.server)
 
 
 def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
@@ -225,7 +319,10 @@ def _dry_run(config: settings.Settings) -> int:
     when a real run would refuse the render, as ``--once`` would."""
     engine = read.make_engine(config.database_url)
     try:
-        document, _ = daemon.prepare(engine, config=config.apply, metrics=metrics_module.Metrics())
+        server = _server_id(engine, config)
+        document, _ = passes.prepare(
+            engine, config=config.apply, metrics=metrics_module.Metrics(), server=server
+        )
     except errors.GeneratorError as exc:
         return _fail(str(exc))
     finally:

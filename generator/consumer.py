@@ -9,9 +9,7 @@ many unacknowledged messages the broker sends before it waits for acks.
 
 from __future__ import annotations
 
-import datetime
 import itertools
-import json
 import logging
 import queue
 import threading
@@ -251,66 +249,3 @@ def _quiet_disconnect(conn: stomp.Connection12) -> None:
             conn.transport.stop()
     except (stomp_exception.StompException, OSError, RuntimeError) as exc:
         logger.debug("disconnect: %s", exc)
-
-
-# What a message is about, from its headers (or its body when a header is missing).
-# The body is never used to build config; it only gives the capture time for metrics.
-RELEVANT_TABLES = frozenset({"host", "interface", "subnet"})
-UNRELATED_TABLES = frozenset({"hardware_type", "service", "host_service"})
-BODY_LIMIT = 64 * 1024  # characters; larger bodies are not parsed
-RELEVANT, UNRELATED, BAD = "relevant", "unrelated", "bad"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Change:
-    """A delivery and what it rings the doorbell for."""
-
-    delivery: Delivery
-    kind: str  # RELEVANT, UNRELATED or BAD (treated as a doorbell: a render is harmless)
-    captured_at: float | None  # unix time the change was captured, if the body says
-    txid: int | None  # the capturing transaction, if the body says
-
-
-def classify(delivery: Delivery) -> Change:
-    """Decide whether ``delivery`` needs a render; never raises on hostile input."""
-    body = _parse_body(delivery.body)
-    table = delivery.headers.get("table") or (body or {}).get("table")
-    captured = _timestamp((body or {}).get("captured_at"))
-    txid = (body or {}).get("txid")
-    if table in RELEVANT_TABLES:
-        kind = RELEVANT
-    elif table in UNRELATED_TABLES:
-        kind = UNRELATED
-    else:
-        kind = BAD
-        logger.warning(
-            "message %s names no known table (%r); treating it as a doorbell",
-            delivery.headers.get("event-id") or delivery.headers.get("message-id", "?"),
-            str(table)[:64],
-            extra={"action": "bad_message"},
-        )
-    return Change(
-        delivery=delivery,
-        kind=kind,
-        captured_at=captured,
-        txid=txid if isinstance(txid, int) and not isinstance(txid, bool) else None,
-    )
-
-
-def _parse_body(body: str) -> dict[str, object] | None:
-    if len(body) > BODY_LIMIT:
-        return None
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _timestamp(value: object) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None

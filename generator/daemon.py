@@ -1,35 +1,37 @@
 """The generator daemon: messages ring the doorbell, the database says what to render.
 
 One loop in the main thread waits for whichever comes first: a message, the time a
-coalesced render is due, a lost broker connection, or stop. A render covers exactly
-the messages received before its database snapshot began, and those are
-acknowledged only after the config was applied (or found unchanged). It renders on
-start and on every (re)connect, so a lost queue or a missed message only delays.
+coalesced pass is due, a lost broker connection, or stop. A pass covers exactly the
+messages received before its database snapshot began, and those are acknowledged
+only after the config was applied (or found unchanged). Messages that name rows give
+an incremental pass over those rows; a full pass runs on start, on every
+(re)connect, for what cannot be re-read row by row, and every ``reconcile`` seconds,
+when the state kept in memory is compared with a fresh read of everything
+(``reconcile.Reconciliation``). So a lost queue or a missed message only delays.
+
+The pass itself lives in ``passes.Pipeline`` and the broker in ``consumer.Consumer``:
+both are handed in, so the loop's rules are tested with fakes.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-
-import sqlalchemy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from generator import (
     apply,
+    changes,
     coalesce,
     consumer,
     errors,
+    passes,
     read,
-    render,
+    reconcile,
     settings,
-    syntax_check,
-    validate,
 )
-from generator import memo as memo_module
 from generator import metrics as metrics_module
 from machinedb import daemon as machinedb_daemon
 from machinedb import stomp_url
@@ -43,6 +45,18 @@ class StartupError(errors.GeneratorError):
     """A service the daemon needs is unreachable at start-up."""
 
 
+class Broker(Protocol):
+    """What the loop needs of ``consumer.Consumer``."""
+
+    @property
+    def connected(self) -> bool: ...
+    def connect(self) -> None: ...
+    def get(self, timeout: float) -> consumer.Delivery | None: ...
+    def drain(self) -> list[consumer.Delivery]: ...
+    def ack(self, deliveries: Sequence[consumer.Delivery]) -> int: ...
+    def close(self) -> None: ...
+
+
 class Daemon:
     def __init__(
         self,
@@ -50,27 +64,30 @@ class Daemon:
         *,
         stop: threading.Event,
         metrics: metrics_module.Metrics,
+        broker: Broker,
+        pipeline: passes.Pipeline,
+        clock: reconcile.Clock = time.monotonic,
+        backoff: Callable[[], Iterator[float]] = machinedb_daemon.backoff,
     ) -> None:
-        if config.stomp_url is None:
-            raise StartupError("STOMP_URL is not set (e.g. stomp://user:pass@localhost:61613)")
         self.config = config
         self.stop = stop
         self.metrics = metrics
-        self.engine = read.make_engine(config.database_url)
-        self.consumer = consumer.Consumer(
-            broker=stomp_url.parse(config.stomp_url),
-            queue_name=config.queue,
-            prefetch=config.prefetch,
-            ssl_ca_file=config.ssl_ca_file,
-        )
+        self.consumer = broker
+        self.pipeline = pipeline
+        self.clock = clock
+        self.tables = read.tables_read(server=pipeline.server)
         self.coalescer = coalesce.Coalescer(window=config.window)
-        self.pending: list[consumer.Change] = []
-        # what the config in place includes: changes it saw need no render
+        self.pending: list[changes.Change] = []
+        # what the config in place includes: changes it saw need no pass
         self.applied: read.Visibility | None = None
-        self.carry = Carry(max_rows=config.memo_rows)
-        self.dirty = True  # render on start
-        self._broker_delays = _fresh_backoff()
-        self._render_delays = _fresh_backoff()
+        self.full_due = True  # a full pass on start
+        self.dirty = True
+        self.reconciler = reconcile.Reconciler(
+            interval=config.reconcile_interval, grace=config.reconcile_grace, now=clock()
+        )
+        self._backoff = backoff
+        self._broker_delays = backoff()
+        self._render_delays = backoff()
 
     def run(self) -> None:
         """Loop until stop is set. Raises ``StartupError`` if a service is unreachable."""
@@ -82,15 +99,12 @@ class Daemon:
                 self._step()
         finally:
             self.consumer.close()
-            self.engine.dispose()
             logger.info("stopped", extra={"action": "stopped"})
 
     def _start(self) -> None:
-        apply.remove_stale_candidates(self.config.apply.output)
         try:
-            read.check_connection(self.engine)
             self.consumer.connect()
-        except (read.DatabaseUnavailable, consumer.BrokerUnavailable) as exc:
+        except consumer.BrokerUnavailable as exc:
             raise StartupError(str(exc)) from exc
 
     def _reconnect(self) -> bool:
@@ -103,12 +117,15 @@ class Daemon:
             logger.warning("broker unavailable (%s); retrying in %.1f s", exc, delay)
             self.stop.wait(delay)
             return False
-        self._broker_delays = _fresh_backoff()
-        self.dirty = True  # catch up on every reconnect
+        self._broker_delays = self._backoff()
+        self.full_due = self.dirty = True  # catch up on every reconnect
         return True
 
     def _step(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
+        self._settle_reconciliation(now)
+        if not self.pending and self.reconciler.due(now):
+            self.full_due = self.dirty = True
         full = len(self.pending) >= self.config.prefetch
         due = self.coalescer.due(now=now, pending=self.dirty, full=full)
         if due is None or due > now:
@@ -120,15 +137,16 @@ class Daemon:
         for delivery in self.consumer.drain():
             self._receive(delivery)
         if not self.consumer.connected:
-            return  # render after reconnecting instead
-        self._render(self.pending)
+            return  # a full pass after reconnecting instead
+        self._pass(self.pending)
 
     def _receive(self, delivery: consumer.Delivery) -> None:
-        item = consumer.classify(delivery)
+        item = changes.classify(delivery, tables=self.tables)
         self.metrics.messages.labels(item.kind).inc()
-        if item.kind == consumer.UNRELATED:
+        if item.kind == changes.UNRELATED:
             self.consumer.ack([delivery])
             return
+        self.reconciler.excuse(item.ref)
         if item.txid is not None and self.applied is not None and self.applied.saw(item.txid):
             # The change committed before the snapshot behind the config in place.
             self.metrics.covered.inc()
@@ -138,23 +156,27 @@ class Daemon:
         self.metrics.pending.set(len(self.pending))
         self.dirty = True
 
-    def _render(self, covered: Sequence[consumer.Change]) -> None:
-        """Render for ``covered`` (all received before the snapshot) and ack on success."""
+    def _pass(self, covered: Sequence[changes.Change]) -> None:
+        """A pass for ``covered`` (all received before its snapshot); ack on success."""
         self.pending = []
         self.dirty = False
-        visibility = render_pass(
-            self.engine, config=self.config.apply, metrics=self.metrics, carry=self.carry
-        )
-        end = time.monotonic()
+        full, self.full_due = self.full_due, False
+        if full:
+            visibility = self._full_pass(covered)
+        else:
+            plan = changes.plan(covered, server=self.pipeline.server)
+            visibility = self.pipeline.incremental(plan)
+        end = self.clock()
         if visibility is None:
             retry_in = next(self._render_delays)
             self.coalescer.failed(end=end, retry_in=retry_in)
             self.pending = [*covered, *self.pending]  # not acknowledged: kept for the retry
             self.metrics.pending.set(len(self.pending))
             self.dirty = True
+            self.full_due = self.full_due or full
             logger.info("next render attempt in %.1f s", retry_in)
             return
-        self._render_delays = _fresh_backoff()
+        self._render_delays = self._backoff()
         self.coalescer.rendered(end=end)
         self.applied = visibility
         applied_at = time.time()
@@ -165,109 +187,67 @@ class Daemon:
         self.metrics.pending.set(len(self.pending))
         logger.debug("acknowledged %d of %d covered messages", acked, len(covered))
 
+    def _full_pass(self, covered: Sequence[changes.Change]) -> read.Visibility | None:
+        reconciling = self.reconciler.due(self.clock())
+        had_state = self.pipeline.state is not None
+        visibility = self.pipeline.full()
+        if visibility is not None and reconciling and had_state:
+            refs = [item.ref for item in covered]
+            self.reconciler.start(self.pipeline.last_suspects, now=self.clock(), covered=refs)
+        elif visibility is not None:
+            self.reconciler.rescheduled(now=self.clock())
+        return visibility
+
+    def _settle_reconciliation(self, now: float) -> None:
+        found = self.reconciler.finish(now)
+        if found is None:
+            return
+        self.metrics.reconciliations.inc()
+        if found:
+            self.metrics.reconcile_differences.inc(len(found))
+            shown = ", ".join(found[: passes.SHOWN_DIFFERENCES])
+            logger.warning(
+                "reconciliation: %d reservations differed between the incremental state"
+                " and a full read (now corrected): %s",
+                len(found),
+                shown,
+                extra={"action": "reconcile_differences", "differences": len(found)},
+            )
+        else:
+            logger.info(
+                "reconciliation: the incremental state equals a full read",
+                extra={"action": "reconciled"},
+            )
+
 
 def run(
     config: settings.Settings, *, stop: threading.Event, metrics: metrics_module.Metrics
 ) -> None:
-    Daemon(config, stop=stop, metrics=metrics).run()
-
-
-@dataclass
-class Carry:
-    """What a daemon keeps from one render pass to the next; a one-shot run needs none.
-
-    Each pass still reads, validates and renders everything; ``memo`` spares the
-    per-row work for unchanged rows, and ``checks`` what the checker already accepted.
-    An inventory past ``max_rows`` (memory) is worked from scratch every pass."""
-
-    max_rows: int = settings.MEMO_ROWS
-    memo: memo_module.Memo = field(default_factory=memo_module.Memo)
-    checks: syntax_check.Incremental = field(default_factory=syntax_check.Incremental)
-    last_rows: int | None = None  # interfaces read by the last pass; None before the first
-
-    def memo_for_pass(self) -> memo_module.Memo | None:
-        """The memo, if the last pass read few enough rows; the first pass fills none."""
-        if self.last_rows is not None and self.last_rows <= self.max_rows:
-            return self.memo
-        self.memo = memo_module.Memo()  # none yet, or past the limit: hold nothing
-        return None
-
-
-def prepare(
-    engine: sqlalchemy.Engine,
-    *,
-    config: settings.ApplySettings,
-    metrics: metrics_module.Metrics,
-    carry: Carry | None = None,
-) -> tuple[render.Document, read.Visibility]:
-    """Read a snapshot, validate it and render it; report the rows left out."""
-    started = time.monotonic()
-    memo_ = None if carry is None else carry.memo_for_pass()
+    """Build the daemon's collaborators from ``config`` and run it until ``stop``."""
+    if config.stomp_url is None:
+        raise StartupError("STOMP_URL is not set (e.g. stomp://user:pass@localhost:61613)")
+    engine = read.make_engine(config.database_url)
     try:
-        with read.collector_paused():
-            snapshot = read.read_snapshot(engine, rows=None if memo_ is None else memo_.rows)
-            checked = validate.check(snapshot.inventory, memo=memo_)
-            document = render.document(
-                checked.inventory, fmt=config.fmt, options=config.options, memo=memo_
-            )
-    except BaseException:
-        if memo_ is not None:
-            memo_.abandon_pass()
-        raise
-    if memo_ is not None:
-        memo_.end_pass()
-    if carry is not None:
-        carry.last_rows = len(snapshot.inventory.interfaces)
-    for problem in checked.problems:
-        logger.warning("skipped: %s", problem.message, extra={"action": "row_skipped"})
-    metrics.render_seconds.observe(time.monotonic() - started)
-    metrics.rows_skipped.set(len(checked.problems))
-    metrics.reservations.set(len(checked.inventory.interfaces))
-    return document, snapshot.visibility
-
-
-def render_pass(
-    engine: sqlalchemy.Engine,
-    *,
-    config: settings.ApplySettings,
-    metrics: metrics_module.Metrics,
-    carry: Carry | None = None,
-) -> read.Visibility | None:
-    """Read, validate, render and apply once; return what the applied config includes.
-
-    Failures are reported, never raised: the config in place stays as it was, and
-    None says to retry later."""
-    try:
-        document, visibility = prepare(engine, config=config, metrics=metrics, carry=carry)
-        started = time.monotonic()
-        check = None if carry is None else functools.partial(carry.checks.check, document=document)
-        outcome = apply.apply(document.text, config=config, check=check)
-        metrics.apply_seconds.observe(time.monotonic() - started)
-    except read.DatabaseUnavailable as exc:
-        metrics.renders.labels("db_unavailable").inc()
-        logger.error("%s; keeping the config in place", exc, extra={"action": "db_unavailable"})
-        return None
-    except apply.WipeRefused as exc:
-        metrics.renders.labels("refused").inc()
-        logger.error("%s", exc, extra={"action": "refused"})
-        return None
-    except (errors.GeneratorError, OSError) as exc:
-        metrics.renders.labels("failed").inc()
-        logger.error(
-            "render failed, keeping the config in place: %s", exc, extra={"action": "render_failed"}
+        try:
+            read.check_connection(engine)
+            server = None if config.server is None else read.find_server(engine, config.server)
+        except errors.GeneratorError as exc:
+            raise StartupError(str(exc)) from exc
+        apply.remove_stale_candidates(config.apply.output)
+        broker = consumer.Consumer(
+            broker=stomp_url.parse(config.stomp_url),
+            queue_name=config.queue,
+            prefetch=config.prefetch,
+            ssl_ca_file=config.ssl_ca_file,
         )
-        return None
-    metrics.renders.labels("applied" if outcome.changed else "unchanged").inc()
-    metrics.confirmed()
-    if outcome.changed:
-        logger.info(
-            "applied %d reservations to %s",
-            outcome.reservations,
-            config.output,
-            extra={"action": "applied", "reservations": outcome.reservations},
+        hosts = passes.omapi_client(config.apply)
+        pipeline = passes.Pipeline(
+            engine, config=config.apply, metrics=metrics, server=server, hosts=hosts
         )
-    return visibility
-
-
-def _fresh_backoff() -> Iterator[float]:
-    return machinedb_daemon.backoff()
+        try:
+            Daemon(config, stop=stop, metrics=metrics, broker=broker, pipeline=pipeline).run()
+        finally:
+            if hosts is not None:
+                hosts.close()
+    finally:
+        engine.dispose()

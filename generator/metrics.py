@@ -10,6 +10,7 @@ import prometheus_client
 logger = logging.getLogger(__name__)
 
 RESULTS = ("applied", "unchanged", "failed", "refused", "db_unavailable")
+APPLY_KINDS = ("omapi", "restart", "unchanged")
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)  # seconds
 
@@ -65,6 +66,37 @@ class Metrics:
             "dhcp_generator_commit_to_applied_seconds",
             "From a change's capture in the database to the config covering it being in place",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.applies = prometheus_client.Counter(
+            "dhcp_generator_applies",
+            "Configs put in place, by how the server got them: omapi (hosts sent to the"
+            " running dhcpd), restart (the reload command), unchanged (nothing to do)",
+            ["kind"],
+            registry=r,
+        )
+        for kind in APPLY_KINDS:
+            self.applies.labels(kind)
+        self.omapi_fallbacks = prometheus_client.Counter(
+            "dhcp_generator_omapi_fallbacks",
+            "Host changes that OMAPI could not apply (or that dhcpd did not show afterwards),"
+            " applied by a restart instead",
+            registry=r,
+        )
+        self.omapi_mismatches = prometheus_client.Counter(
+            "dhcp_generator_omapi_mismatches",
+            "Hosts that dhcpd, looked up after an OMAPI apply, had otherwise than rendered",
+            registry=r,
+        )
+        self.reconciliations = prometheus_client.Counter(
+            "dhcp_generator_reconciliations",
+            "Full reads compared with the state the incremental passes kept",
+            registry=r,
+        )
+        self.reconcile_differences = prometheus_client.Counter(
+            "dhcp_generator_reconcile_differences",
+            "Reservations a reconciliation found different from the incremental state,"
+            " with no message on its way to explain it (drift: should stay 0)",
             registry=r,
         )
         self.last_applied = prometheus_client.Gauge(

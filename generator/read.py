@@ -11,15 +11,16 @@ import contextlib
 import gc
 import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 import sqlalchemy
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql import util as sql_util
 
-from generator import errors, memo, model, schema
+from generator import errors, model, schema
 from machinedb import db_url
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,15 @@ BATCH_ROWS = 5000  # interface rows received and turned into objects at a time
 _subnet = schema.metadata.tables["subnet"]
 _host = schema.metadata.tables["host"]
 _interface = schema.metadata.tables["interface"]
+_server = schema.metadata.tables["dhcp_server"]
+_served = schema.metadata.tables["dhcp_server_subnet"]
 _other_subnet = _subnet.alias("other")
+_scope_subnet = _subnet.alias("scoped")
 
-SUBNETS = sqlalchemy.select(
+# The DHCP server whose scope a read covers; None reads every subnet.
+_SERVER = sqlalchemy.bindparam("server", type_=sqlalchemy.BigInteger)
+
+_SUBNET_COLUMNS = (
     _subnet.c.id,
     _subnet.c.name,
     _subnet.c.network,
@@ -43,7 +50,13 @@ SUBNETS = sqlalchemy.select(
     _subnet.c.pool_start,
     _subnet.c.pool_end,
     _subnet.c.lease_time,
-).where(_subnet.c.dhcp_enabled)
+)
+SUBNETS = sqlalchemy.select(*_SUBNET_COLUMNS).where(_subnet.c.dhcp_enabled)
+SCOPED_SUBNETS = SUBNETS.where(
+    sqlalchemy.exists().where(
+        _served.c.subnet_id == _subnet.c.id, _served.c.dhcp_server_id == _SERVER
+    )
+)
 
 # Candidate reservations: an address, an enabled host, and not inside a subnet that
 # has DHCP turned off. Addresses in no subnet at all (legacy rows) are kept, so that
@@ -61,28 +74,76 @@ _IP4 = sqlalchemy.case(
     )
 )
 _IP_TEXT = sqlalchemy.case((~_IS_V4, sqlalchemy.func.host(_ip)))
+_ROW_COLUMNS = (
+    _interface.c.id,
+    _interface.c.host_id,
+    _host.c.hostname,
+    _interface.c.name,
+    sqlalchemy.cast(_interface.c.mac, sqlalchemy.Text).label("mac"),
+    _IP4.label("ip4"),
+    _IP_TEXT.label("ip_text"),
+)
+_NOT_IN_DISABLED_SUBNET = ~sqlalchemy.exists().where(
+    ~_other_subnet.c.dhcp_enabled,
+    _other_subnet.c.network.op(">>=", is_comparison=True)(_interface.c.ip),
+)
+_WANTED = sqlalchemy.and_(_host.c.enabled, _interface.c.ip.is_not(None), _NOT_IN_DISABLED_SUBNET)
+# Inside a DHCP subnet of the server's scope (the subnets of a scope never overlap a
+# DHCP-off subnet, which the database refuses).
+_IN_SCOPE = sqlalchemy.exists().where(
+    _served.c.subnet_id == _scope_subnet.c.id,
+    _served.c.dhcp_server_id == _SERVER,
+    _scope_subnet.c.dhcp_enabled,
+    _scope_subnet.c.network.op(">>=", is_comparison=True)(_interface.c.ip),
+)
+_JOINED = _interface.join(_host, _host.c.id == _interface.c.host_id)
 
-INTERFACES = (
-    sqlalchemy.select(
-        _interface.c.id,
-        _interface.c.host_id,
-        _host.c.hostname,
-        _interface.c.name,
-        sqlalchemy.cast(_interface.c.mac, sqlalchemy.Text).label("mac"),
-        _IP4.label("ip4"),
-        _IP_TEXT.label("ip_text"),
+INTERFACES = sqlalchemy.select(*_ROW_COLUMNS).select_from(_JOINED).where(_WANTED)
+
+# A scope's rows, found from its subnets: an index range scan on interface.ip per
+# subnet (its first to its last address, as host addresses), not a scan of every row.
+_scope_first = sqlalchemy.cast(
+    sqlalchemy.func.host(sqlalchemy.func.network(_scope_subnet.c.network)), _ip.type
+)
+_scope_last = sqlalchemy.cast(
+    sqlalchemy.func.host(sqlalchemy.func.broadcast(_scope_subnet.c.network)), _ip.type
+)
+SCOPED_INTERFACES = (
+    sqlalchemy.select(*_ROW_COLUMNS)
+    .select_from(
+        _scope_subnet.join(_served, _served.c.subnet_id == _scope_subnet.c.id)
+        .join(_interface, sqlalchemy.and_(_ip >= _scope_first, _ip <= _scope_last))
+        .join(_host, _host.c.id == _interface.c.host_id)
     )
-    .join(_host, _host.c.id == _interface.c.host_id)
-    .where(
-        _host.c.enabled,
-        _interface.c.ip.is_not(None),
-        ~sqlalchemy.exists().where(
-            ~_other_subnet.c.dhcp_enabled,
-            _other_subnet.c.network.op(">>=", is_comparison=True)(_interface.c.ip),
-        ),
-    )
+    .where(_served.c.dhcp_server_id == _SERVER, _scope_subnet.c.dhcp_enabled, _WANTED)
 )
 
+# The rows a few messages name: interfaces by id and the interfaces of hosts by id,
+# each with whether it is (still) a candidate reservation of the scope.
+_IDS = sqlalchemy.bindparam("ids", type_=sqlalchemy.ARRAY(sqlalchemy.BigInteger))
+_HOSTS = sqlalchemy.bindparam("hosts", type_=sqlalchemy.ARRAY(sqlalchemy.BigInteger))
+_NAMED = sqlalchemy.or_(
+    _interface.c.id == sqlalchemy.any_(_IDS), _interface.c.host_id == sqlalchemy.any_(_HOSTS)
+)
+NAMED_INTERFACES = (
+    sqlalchemy.select(*_ROW_COLUMNS, _WANTED.label("wanted")).select_from(_JOINED).where(_NAMED)
+)
+SCOPED_NAMED_INTERFACES = (
+    sqlalchemy.select(*_ROW_COLUMNS, sqlalchemy.and_(_WANTED, _IN_SCOPE).label("wanted"))
+    .select_from(_JOINED)
+    .where(_NAMED)
+)
+
+# Is a subnet (by id) in the scope, now? One indexed read for a subnet change.
+SUBNET_IN_SCOPE = sqlalchemy.select(
+    sqlalchemy.exists().where(
+        _served.c.subnet_id == sqlalchemy.bindparam("subnet", type_=sqlalchemy.BigInteger),
+        _served.c.dhcp_server_id == _SERVER,
+    )
+)
+SERVER_BY_NAME = sqlalchemy.select(_server.c.id, _server.c.name).where(
+    sqlalchemy.func.lower(_server.c.name) == sqlalchemy.func.lower(sqlalchemy.bindparam("name"))
+)
 
 SNAPSHOT = sqlalchemy.select(sqlalchemy.func.pg_current_snapshot().cast(sqlalchemy.Text))
 
@@ -109,9 +170,12 @@ class Visibility:
         return txid < self.xmin or (txid < self.xmax and txid not in self.in_progress)
 
 
+Built = TypeVar("Built")
+
+
 @dataclass(frozen=True, kw_only=True)
-class Snapshot:
-    inventory: model.Inventory
+class Snapshot(Generic[Built]):
+    inventory: Built  # what was built from the rows: a model.Inventory, or a state
     visibility: Visibility
 
 
@@ -134,40 +198,157 @@ def make_engine(url: str) -> sqlalchemy.Engine:
     )
 
 
-def read_inventory(engine: sqlalchemy.Engine) -> model.Inventory:
+def read_inventory(engine: sqlalchemy.Engine, *, server: int | None = None) -> model.Inventory:
     """Everything one render needs, from one consistent snapshot."""
-    return read_snapshot(engine).inventory
+    return read_snapshot(engine, server=server).inventory
 
 
-def read_snapshot(engine: sqlalchemy.Engine, rows: RowMemo | None = None) -> Snapshot:
-    """The inventory, and which transactions it includes (to tell covered changes).
+def read_snapshot(
+    engine: sqlalchemy.Engine, *, server: int | None = None
+) -> Snapshot[model.Inventory]:
+    """The inventory (of ``server``'s scope, or of every subnet), and which transactions
+    it includes (to tell covered changes)."""
+    return read_into(engine, _inventory, server=server)
 
-    With ``rows`` (kept from the previous read), a row that has not changed gives back
-    the same ``model.Interface`` object, and making objects is most of a read's cost."""
+
+def _inventory(
+    subnets: tuple[model.Subnet, ...], interfaces: Iterator[model.Interface]
+) -> model.Inventory:
+    return model.Inventory(subnets=subnets, interfaces=tuple(interfaces))
+
+
+def read_into(
+    engine: sqlalchemy.Engine,
+    build: Callable[[tuple[model.Subnet, ...], Iterator[model.Interface]], Built],
+    *,
+    server: int | None = None,
+) -> Snapshot[Built]:
+    """``build(subnets, interfaces)`` over one snapshot of the scope, the interfaces
+    streamed as they arrive (a state built from them never holds them all at once)."""
+    subnets_query, interfaces_query = (
+        (SUBNETS, INTERFACES) if server is None else (SCOPED_SUBNETS, SCOPED_INTERFACES)
+    )
+    params = {} if server is None else {"server": server}
     try:
-        with engine.connect() as raw:
-            conn = raw.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True
-            )
-            with conn.begin():
-                visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
-                subnets = tuple(_subnet_from_row(row) for row in conn.execute(SUBNETS).all())
-                with collector_paused():
-                    fetched = _stream(conn, INTERFACES)
-                    made = (
-                        map(_interface_from_row, fetched)
-                        if rows is None
-                        else rows.map(fetched, _interface_from_row)
-                    )
-                    interfaces = tuple(made)
+        with _snapshot(engine) as conn:
+            visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
+            subnet_rows = conn.execute(subnets_query, params).all()
+            subnets = tuple(_subnet_from_row(row) for row in subnet_rows)
+            with collector_paused():
+                fetched = _stream(conn, interfaces_query, params)
+                built = build(subnets, map(_interface_from_row, fetched))
     except (sa_exc.DBAPIError, psycopg.Error) as exc:
         raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
-    logger.debug("read %d subnets and %d interfaces", len(subnets), len(interfaces))
-    inventory = model.Inventory(subnets=subnets, interfaces=interfaces)
-    return Snapshot(inventory=inventory, visibility=visibility)
+    logger.debug("read %d subnets", len(subnets))
+    return Snapshot(inventory=built, visibility=visibility)
 
 
-def _stream(conn: sqlalchemy.Connection, statement: sqlalchemy.Select[Any]) -> Iterator[Any]:
+@dataclass(frozen=True, kw_only=True)
+class Named:
+    """The rows some messages named, re-read in one snapshot."""
+
+    visibility: Visibility
+    wanted: tuple[model.Interface, ...]  # candidate reservations of the scope now
+    gone: frozenset[int]  # ids named (or of a named host) that are no candidates now
+    subnets_in_scope: frozenset[int]  # of the subnet ids asked about, those in scope
+
+
+def read_named(
+    engine: sqlalchemy.Engine,
+    *,
+    interface_ids: Collection[int] = (),
+    host_ids: Collection[int] = (),
+    subnet_ids: Collection[int] = (),
+    server: int | None = None,
+) -> Named:
+    """Re-read the interfaces ``interface_ids`` and those of ``host_ids``; an id not
+    found has been deleted. With ``server``, also which of ``subnet_ids`` it serves.
+    A few index lookups, whatever the size of the inventory."""
+    query = NAMED_INTERFACES if server is None else SCOPED_NAMED_INTERFACES
+    params: dict[str, object] = {"ids": sorted(interface_ids), "hosts": sorted(host_ids)}
+    if server is not None:
+        params["server"] = server
+    wanted: list[model.Interface] = []
+    found: set[int] = set()
+    in_scope: set[int] = set()
+    try:
+        with _snapshot(engine) as conn:
+            visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
+            if interface_ids or host_ids:
+                for row in conn.execute(query, params):
+                    found.add(row.id)
+                    if row.wanted:
+                        wanted.append(_interface_from_row(tuple(row)[:7]))
+            if server is not None:
+                for subnet in sorted(subnet_ids):
+                    check = {"subnet": subnet, "server": server}
+                    if conn.execute(SUBNET_IN_SCOPE, check).scalar_one():
+                        in_scope.add(subnet)
+    except (sa_exc.DBAPIError, psycopg.Error) as exc:
+        raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
+    kept = {row.id for row in wanted}
+    gone = (set(interface_ids) | found) - kept
+    return Named(
+        visibility=visibility,
+        wanted=tuple(wanted),
+        gone=frozenset(gone),
+        subnets_in_scope=frozenset(in_scope),
+    )
+
+
+class UnknownServer(errors.GeneratorError):
+    """``--server`` names no row of ``dhcp_server``."""
+
+
+def find_server(engine: sqlalchemy.Engine, name: str) -> int:
+    """The id of the DHCP server called ``name`` (whatever its case)."""
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(SERVER_BY_NAME, {"name": name}).first()
+    except (sa_exc.DBAPIError, psycopg.Error) as exc:
+        raise DatabaseUnavailable(f"cannot read the machine database: {_first_line(exc)}") from exc
+    if row is None:
+        raise UnknownServer(
+            f"DHCP server {name!r} is not in the dhcp_server table"
+            " (INSERT INTO dhcp_server (name) VALUES (...), then link its subnets)"
+        )
+    return int(row.id)
+
+
+def tables_read(*, server: int | None) -> frozenset[str]:
+    """The tables whose rows a render reads: a change elsewhere cannot change it."""
+    statements = (
+        (SUBNETS, INTERFACES, NAMED_INTERFACES)
+        if server is None
+        else (SCOPED_SUBNETS, SCOPED_INTERFACES, SCOPED_NAMED_INTERFACES, SUBNET_IN_SCOPE)
+    )
+    return frozenset(
+        table.name
+        for statement in statements
+        for table in sql_util.find_tables(statement, include_aliases=False, check_columns=True)
+        if isinstance(table, sqlalchemy.Table)
+    ) | frozenset(
+        alias.element.name
+        for statement in statements
+        for alias in sql_util.find_tables(statement, include_aliases=True, check_columns=True)
+        if isinstance(alias, sqlalchemy.Alias) and isinstance(alias.element, sqlalchemy.Table)
+    )
+
+
+@contextlib.contextmanager
+def _snapshot(engine: sqlalchemy.Engine) -> Iterator[sqlalchemy.Connection]:
+    """A read-only REPEATABLE READ transaction: every query in it sees one snapshot."""
+    with engine.connect() as raw:
+        conn = raw.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+def _stream(
+    conn: sqlalchemy.Connection,
+    statement: sqlalchemy.Select[Any],
+    params: dict[str, Any] | None = None,
+) -> Iterator[Any]:
     """The rows of ``statement``, received in chunks of ``BATCH_ROWS`` while the caller
     works on the previous ones.
 
@@ -178,12 +359,13 @@ def _stream(conn: sqlalchemy.Connection, statement: sqlalchemy.Select[Any]) -> I
     ``stream_results`` would mean a server-side cursor and a round trip per batch.
     Without chunked mode, a client-side cursor fetches all rows in one go."""
     compiled = statement.compile(dialect=conn.dialect)
+    values = compiled.construct_params(params or {})
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor:
         if psycopg.capabilities.has_stream_chunked():
-            yield from cursor.stream(str(compiled), compiled.params, size=BATCH_ROWS)
+            yield from cursor.stream(str(compiled), values, size=BATCH_ROWS)
         else:
-            cursor.execute(str(compiled), compiled.params)
+            cursor.execute(str(compiled), values)
             while batch := cursor.fetchmany(BATCH_ROWS):
                 yield from batch
 
@@ -225,9 +407,6 @@ def _subnet_from_row(row: Any) -> model.Subnet:
         pool_end=row.pool_end,
         lease_time=row.lease_time,
     )
-
-
-RowMemo = memo.ByValue[tuple[Any, ...], model.Interface]
 
 
 def _interface_from_row(row: tuple[Any, ...]) -> model.Interface:

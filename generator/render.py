@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from generator import errors, model, render_isc, render_kea, render_options
-from generator import memo as memo_module
 
 Format = Literal["isc", "kea"]
 FORMATS: tuple[Format, ...] = get_args(Format)
@@ -36,13 +35,11 @@ def document(
     *,
     fmt: Format,
     options: render_options.RenderOptions | None = None,
-    memo: memo_module.Memo | None = None,
 ) -> Document:
-    """Render ``inventory`` (already through ``validate.check``), reusing ``memo``."""
+    """Render ``inventory`` (already through ``validate.check``)."""
     options = options or render_options.RenderOptions()
     if fmt == "isc":
-        hosts = None if memo is None else memo.isc_hosts
-        parts = render_isc.render_parts(inventory, options=options, hosts=hosts)
+        parts = render_isc.render_parts(inventory, options=options)
         return Document(fmt=fmt, text=parts.preamble + "".join(parts.hosts), parts=parts)
     if fmt == "kea":
         return Document(fmt=fmt, text=render_kea.render(inventory, options=options))

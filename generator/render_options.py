@@ -20,6 +20,7 @@ LEASE_TIME_LIMIT = 2**31 - 1  # seconds
 # Linux interface names (IFNAMSIZ 16), optionally with Kea's "/address" suffix.
 _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}(/[0-9.]{7,15})?|\*")
 _PATH = re.compile(r"/[A-Za-z0-9_./+-]{1,4095}")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,11 @@ class RenderOptions:
     control_socket: str = KEA_CONTROL_SOCKET
     default_lease_time: int = DEFAULT_LEASE_TIME  # seconds
     max_lease_time: int = MAX_LEASE_TIME  # seconds
+    # ISC: dhcpd's OMAPI listener, rendered so the server and the generator agree. The
+    # key's statement is included from its file: the secret never enters the config.
+    omapi_port: int | None = None
+    omapi_key_name: str | None = None
+    omapi_key_file: str | None = None
 
     def __post_init__(self) -> None:
         # Coerce a list to a tuple: the object stays hashable and immutable.
@@ -56,8 +62,24 @@ class RenderOptions:
         ):
             if not 1 <= seconds <= LEASE_TIME_LIMIT:
                 raise errors.InvalidOptions(f"{label} {seconds} is not in 1..{LEASE_TIME_LIMIT} s")
+        self._check_omapi()
         if self.default_lease_time > self.max_lease_time:
             raise errors.InvalidOptions(
                 f"default lease time {self.default_lease_time} s exceeds"
                 f" max lease time {self.max_lease_time} s"
+            )
+
+    def _check_omapi(self) -> None:
+        omapi = (self.omapi_port, self.omapi_key_name, self.omapi_key_file)
+        if all(value is None for value in omapi):
+            return
+        if None in omapi:
+            raise errors.InvalidOptions("OMAPI needs a port, a key name and a key file")
+        if not 1 <= (self.omapi_port or 0) <= 65535:
+            raise errors.InvalidOptions(f"OMAPI port {self.omapi_port} is not in 1..65535")
+        if not _KEY_NAME.fullmatch(self.omapi_key_name or ""):
+            raise errors.InvalidOptions(f"OMAPI key name {self.omapi_key_name!r} is not valid")
+        if not _PATH.fullmatch(self.omapi_key_file or ""):
+            raise errors.InvalidOptions(
+                f"OMAPI key file {self.omapi_key_file!r} must be a plain absolute path"
             )

@@ -18,7 +18,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from generator import memo as memo_module
 from generator import model
 
 # Kea reserves subnet id 0 ("assign one") and 2**32 - 1; both servers need 32 bits.
@@ -83,25 +82,19 @@ def is_interface_name(text: str) -> bool:
     return _INTERFACE_NAME.fullmatch(text) is not None
 
 
-def check(inventory: model.Inventory, memo: memo_module.Memo | None = None) -> Checked:
-    """Split ``inventory`` into what is fit to render and the problems found.
-
-    With ``memo``, a row's own checks (all but the duplicate checks, which look at every
-    row) are reused from the previous pass when the row and the subnets are unchanged."""
+def check(inventory: model.Inventory) -> Checked:
+    """Split ``inventory`` into what is fit to render and the problems found."""
     problems: list[Problem] = []
-    subnets = _check_subnets(inventory.subnets, problems)
-    faults = None if memo is None else memo.faults
-    if memo is not None and memo.subnets != subnets:
-        memo.faults.clear()
-        memo.subnets = subnets
-    interfaces = _check_interfaces(inventory.interfaces, subnets, problems, faults)
+    subnets = check_subnets(inventory.subnets, problems)
+    interfaces = _check_interfaces(inventory.interfaces, subnets, problems)
     clean = model.Inventory(subnets=subnets, interfaces=interfaces)
     return Checked(inventory=clean, problems=tuple(problems))
 
 
-def _check_subnets(
+def check_subnets(
     rows: Iterable[model.Subnet], problems: list[Problem]
 ) -> tuple[model.Subnet, ...]:
+    """The subnets fit to render, in id order; each one left out is added to ``problems``."""
     kept: list[model.Subnet] = []
     index = SubnetIndex()
     for subnet in sorted(rows, key=lambda row: row.id):
@@ -179,21 +172,15 @@ def _check_interfaces(
     rows: Iterable[model.Interface],
     subnets: tuple[model.Subnet, ...],
     problems: list[Problem],
-    faults: memo_module.ByIdentity[model.Interface, memo_module.OwnCheck] | None,
 ) -> tuple[model.Interface, ...]:
     finder = SubnetIndex(subnets)
-
-    def own_check(interface: model.Interface) -> memo_module.OwnCheck:
-        mac = canonical_mac(interface.mac) or ""
-        address = int(interface.ip)
-        return _interface_fault(interface, mac, address, finder), mac, address
 
     by_mac: dict[str, int] = {}
     by_ip: dict[int, int] = {}  # int keys: hashing an IPv4Address is ~10x slower
     kept: list[model.Interface] = []
     ordered = sorted(rows, key=_by_id)
-    # Without a memo, lazily: a list of 100,000 results would only add to the peak.
-    own = map(own_check, ordered) if faults is None else faults.map(ordered, own_check)
+    # Lazily: a list of 100,000 results would only add to the peak.
+    own = (own_check_of(interface, finder) for interface in ordered)
     for interface, (own_fault, mac, address) in zip(ordered, own, strict=True):
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
@@ -208,6 +195,28 @@ def _check_interfaces(
 
 
 _by_id = operator.attrgetter("id")
+
+
+Fault = tuple[str, str] | None  # (rule, detail) of a row validation leaves out
+OwnCheck = tuple[Fault, str, int]  # a row's own fault, its canonical mac, its address
+
+
+def own_check_of(interface: model.Interface, finder: SubnetIndex) -> OwnCheck:
+    """A row's own fault (every rule but the duplicate checks), its canonical MAC ('' if
+    it has none) and its address as an integer."""
+    mac = canonical_mac(interface.mac) or ""
+    address = int(interface.ip)
+    return _interface_fault(interface, mac, address, finder), mac, address
+
+
+def interface_problem(interface: model.Interface, fault: tuple[str, str]) -> Problem:
+    """The problem that leaves ``interface`` out for ``fault`` (rule, detail)."""
+    return _problem(fault[0], _interface_label(interface), fault[1])
+
+
+def duplicate_detail(key: str, kept_id: int) -> tuple[str, str]:
+    """The fault of a row whose MAC (``key`` "mac") or address ("ip") a kept row holds."""
+    return f"interface_{key}_key", f"{key} is also on interface {kept_id}, which is kept"
 
 
 def _interface_fault(
@@ -250,9 +259,9 @@ def _duplicate_fault(
     mac: str, address: int, by_mac: dict[str, int], by_ip: dict[int, int]
 ) -> tuple[str, str] | None:
     if mac in by_mac:
-        return "interface_mac_key", f"mac is also on interface {by_mac[mac]}, which is kept"
+        return duplicate_detail("mac", by_mac[mac])
     if address in by_ip:
-        return "interface_ip_key", f"ip is also on interface {by_ip[address]}, which is kept"
+        return duplicate_detail("ip", by_ip[address])
     return None
 
 

@@ -141,7 +141,7 @@ def test_refused_render_keeps_the_message_pending(
     reloads = tmp_path / "reloads"
     port = services.free_port()
     args = daemon_args(db_url, broker.url, unique_destination, out, port)
-    args += ["--reload-command", gs.reload_command(reloads)]
+    args += ["--reload-command", gs.reload_command(reloads), "--removal-floor", "0"]
     daemon = gs.Daemon(args, tmp_path / "daemon.log").start()
     running.append(daemon)
     gs.wait_for(out.exists, what="the first render")
@@ -254,12 +254,62 @@ def test_redelivery_after_a_crash_between_write_and_ack_reloads_nothing(
     assert second.alive()
 
 
+def test_a_small_lab_deletes_its_hosts_and_a_forced_wipe_lets_the_daemon_carry_on(
+    db_url: str,
+    db: psycopg.Connection[object],
+    broker: services.ActiveMQBroker,
+    unique_destination: str,
+    tmp_path: Path,
+    running: list[gs.Daemon],
+) -> None:
+    """The default floor lets a lab of three delete them all; past the floor the guard
+    refuses, the operator forces it once with the same settings, and the daemon, which
+    kept retrying, finds the file current and acknowledges on its own."""
+    seed(db)
+    out = tmp_path / "dhcpd.conf"
+    port = services.free_port()
+    args = daemon_args(db_url, broker.url, unique_destination, out, port)
+    daemon = gs.Daemon(args, tmp_path / "daemon.log").start()
+    running.append(daemon)
+    gs.wait_for(lambda: out.exists() and out.read_text().count("\nhost ") == 3)
+
+    db.execute("DELETE FROM host")  # 3 of 3 go: within the default floor
+    send_without_txid(broker, unique_destination, "host", "DELETE")
+    gs.wait_for(lambda: out.read_text().count("\nhost ") == 0, what="the emptied file")
+    assert "refusing" not in daemon.output()
+
+    db.execute(
+        "INSERT INTO host (id, hostname) SELECT i, 'n' || i FROM generate_series(100, 139) i;"
+        "INSERT INTO interface (host_id, mac, ip) SELECT i, ('02:00:00:00:01:' || to_hex(i))::macaddr,"
+        " ('10.20.0.' || (i - 80))::inet FROM generate_series(100, 139) i"
+    )
+    send_without_txid(broker, unique_destination, "interface", "INSERT")
+    gs.wait_for(lambda: out.read_text().count("\nhost ") == 40, what="40 reservations")
+    db.execute("DELETE FROM host")  # 40 of 40: past the floor and the share
+    send_without_txid(broker, unique_destination, "host", "DELETE")
+    gs.wait_for(
+        lambda: (gs.metric(port, 'dhcp_generator_renders_total{result="refused"}') or 0) >= 1,
+        what="the refused render",
+    )
+    assert "--once --force" in daemon.output()
+    forced = gs.run_generator("--once", "--force", *args[:2], "--output", str(out))
+    assert forced.returncode == 0, forced.stderr
+    assert out.read_text().count("\nhost ") == 0
+    gs.wait_for(
+        lambda: gs.metric(port, "dhcp_generator_pending_messages") == 0,
+        deadline=60,
+        what="the daemon acknowledging after the forced write",
+    )
+    assert daemon.alive()
+
+
 def test_dry_run_reports_what_a_real_run_would_refuse(
     db_url: str, db: psycopg.Connection[object], tmp_path: Path
 ) -> None:
     seed(db)
     out = tmp_path / "dhcpd.conf"
     args = ["--database-url", db_url, "--output", str(out), "--reload-command", "false"]
+    args += ["--removal-floor", "0"]
     assert gs.run_generator("--once", *args[:4]).returncode == 0  # no reload command
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     db.execute("DELETE FROM host WHERE id = 1")  # 2 of 3 reservations would go

@@ -16,8 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from generator import daemon as generator_daemon
-from generator import kea_control, metrics, read, render_options, settings, syntax_check
+from generator import kea_control, metrics, passes, read, render_options, settings, syntax_check
 from tests.conftest import require
 from tests.integration import generator_support as gs
 from tests.integration.inventory import seed
@@ -60,7 +59,7 @@ def running_kea(db_url: str, db: psycopg.Connection[Any], kea_dir: Path) -> Iter
     first = settings.ApplySettings(fmt="kea", output=out, options=options)
     engine = read.make_engine(db_url)
     try:
-        assert generator_daemon.render_pass(engine, config=first, metrics=metrics.Metrics())
+        assert passes.render_pass(engine, config=first, metrics=metrics.Metrics())
     finally:
         engine.dispose()
     env = {**os.environ, "KEA_PIDFILE_DIR": str(kea_dir), "KEA_LOCKFILE_DIR": str(kea_dir)}

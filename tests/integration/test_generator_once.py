@@ -105,7 +105,7 @@ def test_wipe_guard_refuses_without_force(
     db_url: str, seeded: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     out = tmp_path / "dhcpd.conf"
-    args = ["--database-url", db_url, "--output", str(out)]
+    args = ["--database-url", db_url, "--output", str(out), "--removal-floor", "0"]
     assert gs.run_generator("--once", *args).returncode == 0
     before = out.read_text()
     seeded.execute("DELETE FROM host WHERE id = 1")  # 2 of 3 reservations go

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from generator import memo, model, read
+from generator import model, read
 
 pytestmark = pytest.mark.pg
 
@@ -64,24 +64,59 @@ def test_every_row_arrives_across_chunks(
     assert all(isinstance(i.ip, ipaddress.IPv4Address) for i in inventory.interfaces)
 
 
-def test_memo_gives_unchanged_rows_back_as_the_same_objects(
+def test_named_rows_are_re_read_and_the_missing_ones_are_gone(
     db_url: str, loaded: psycopg.Connection[Any]
 ) -> None:
+    loaded.execute("UPDATE interface SET ip = '10.30.250.1' WHERE id = 7")
+    loaded.execute("UPDATE host SET enabled = false WHERE id = 8")
+    loaded.execute("DELETE FROM interface WHERE id = 9")
     engine = read.make_engine(db_url)
-    rows: read.RowMemo = memo.ByValue()
     try:
-        first = read.read_snapshot(engine, rows=rows).inventory
-        rows.end_pass()
-        loaded.execute("UPDATE interface SET ip = '10.30.250.1' WHERE id = 7")
-        second = read.read_snapshot(engine, rows=rows).inventory
+        named = read.read_named(engine, interface_ids={7, 9, 10**9}, host_ids={8, 11})
     finally:
         engine.dispose()
-    before = {i.id: i for i in first.interfaces}
-    after = {i.id: i for i in second.interfaces}
-    assert after.keys() == before.keys()
-    assert str(after[7].ip) == "10.30.250.1" and after[7] is not before[7]
-    assert all(after[k] is before[k] for k in after if k != 7)
-    assert seen(second) == expected(loaded)
+    assert sorted((i.id, str(i.ip)) for i in named.wanted) == [
+        (7, "10.30.250.1"),
+        (11, "10.30.0.21"),
+    ]
+    # deleted, forged (never existed) and no longer wanted (host disabled)
+    assert named.gone == {8, 9, 10**9}
+
+
+SCOPES = """
+INSERT INTO subnet (id, name, network) VALUES (2, 'other', '10.31.0.0/24'), (3, 'off', '10.32.0.0/24');
+UPDATE subnet SET dhcp_enabled = false WHERE id = 3;
+INSERT INTO host (id, hostname) VALUES (5001, 'o1'), (5002, 'o2');
+INSERT INTO interface (id, host_id, mac, ip) VALUES
+    (5001, 5001, '02:01:00:00:00:01', '10.31.0.10'), (5002, 5002, '02:01:00:00:00:02', '10.32.0.10');
+INSERT INTO dhcp_server (id, name) VALUES (1, 'site-a'), (2, 'Site-B');
+INSERT INTO dhcp_server_subnet VALUES (1, 1), (2, 2), (2, 3);
+"""
+
+
+def test_a_scope_reads_only_its_own_subnets_and_rows(
+    db_url: str, loaded: psycopg.Connection[Any]
+) -> None:
+    loaded.execute(SCOPES)
+    engine = read.make_engine(db_url)
+    try:
+        assert read.find_server(engine, "site-b") == 2  # names match whatever their case
+        with pytest.raises(read.UnknownServer, match="'nope' is not in the dhcp_server table"):
+            read.find_server(engine, "nope")
+        a = read.read_inventory(engine, server=1)
+        b = read.read_inventory(engine, server=2)
+        everything = read.read_inventory(engine)
+        named = read.read_named(engine, interface_ids={1, 5001}, subnet_ids={1, 2, 3}, server=2)
+    finally:
+        engine.dispose()
+    assert [s.id for s in a.subnets] == [1]
+    assert seen(a) == expected(loaded) - {r for r in expected(loaded) if r[0] > 5000}
+    assert [s.id for s in b.subnets] == [2]  # a DHCP-off subnet is in no scope's file
+    assert [i.id for i in b.interfaces] == [5001]
+    assert len(everything.interfaces) == HOSTS + 1
+    assert [i.id for i in named.wanted] == [5001]
+    assert named.gone == {1}  # exists, but outside this scope
+    assert named.subnets_in_scope == {2, 3}
 
 
 def test_connection_lost_mid_read_is_reported_and_the_next_read_recovers(

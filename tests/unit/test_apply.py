@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generator import apply, cli, daemon, errors, read, render, settings, syntax_check
+from generator import apply, cli, errors, passes, read, render, settings, syntax_check
 
 
 def host_block(n: int) -> str:
@@ -138,18 +138,25 @@ def test_rejected_candidate_leaves_target_untouched(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("current", "new", "share", "refused"),
+    ("current", "new", "share", "floor", "refused"),
     [
-        (10, 5, 0.5, False),  # exactly half removed: allowed
-        (10, 4, 0.5, True),
-        (10, 0, 0.5, True),
-        (10, 0, 1.0, False),
-        (0, 0, 0.5, False),  # nothing to lose
-        (3, 10, 0.0, False),  # growth is never refused
+        (100, 50, 0.5, 25, False),  # exactly half removed: allowed
+        (100, 49, 0.5, 25, True),
+        (100, 0, 0.5, 25, True),
+        (100, 0, 1.0, 25, False),
+        (0, 0, 0.5, 25, False),  # nothing to lose
+        (3, 10, 0.0, 25, False),  # growth is never refused
+        (1, 0, 0.5, 25, False),  # a lab deletes its only host
+        (3, 0, 0.5, 25, False),
+        (25, 0, 0.5, 25, False),  # up to the floor, whatever the share
+        (26, 0, 0.5, 25, True),
+        (10, 4, 0.5, 0, True),  # no floor: the share alone
     ],
 )
-def test_wipe_guard(tmp_path: Path, current: int, new: int, share: float, refused: bool) -> None:
-    config = config_for(tmp_path, max_removal_share=share)
+def test_wipe_guard(
+    tmp_path: Path, current: int, new: int, share: float, floor: int, refused: bool
+) -> None:
+    config = config_for(tmp_path, max_removal_share=share, removal_floor=floor)
     apply.apply(isc_text(current), config=config)
     if refused:
         with pytest.raises(apply.WipeRefused, match="--force"):
@@ -158,6 +165,20 @@ def test_wipe_guard(tmp_path: Path, current: int, new: int, share: float, refuse
     else:
         apply.apply(isc_text(new), config=config)
         assert config.output.read_text() == isc_text(new)
+
+
+def test_wipe_guard_refuses_an_empty_read_of_a_large_site() -> None:
+    with pytest.raises(apply.WipeRefused) as refused:
+        apply.check_removal(
+            current=100_000,
+            new=0,
+            max_share=settings.MAX_REMOVAL_SHARE,
+            force=False,
+            target=Path("dhcpd.conf"),
+        )
+    message = str(refused.value)
+    assert "remove 100000 of 100000 reservations" in message
+    assert "--once --force" in message and "carries on by itself" in message
 
 
 def test_wipe_guard_yields_to_force(tmp_path: Path) -> None:
@@ -263,13 +284,13 @@ def test_preview_reports_what_the_checker_rejects(tmp_path: Path) -> None:
 
 
 def test_preview_reports_the_wipe_guard(tmp_path: Path) -> None:
-    config = config_for(tmp_path)
+    config = config_for(tmp_path, removal_floor=0)
     apply.apply(isc_text(10), config=config)
     before = listing(tmp_path)
     preview = apply.preview(isc_text(2), config=config)
     assert preview.refusal is not None and "--force" in preview.refusal
     assert listing(tmp_path) == before
-    forced = apply.preview(isc_text(2), config=config_for(tmp_path, force=True))
+    forced = apply.preview(isc_text(2), config=config_for(tmp_path, force=True, removal_floor=0))
     assert forced.refusal is None and forced.changed
 
 
@@ -296,7 +317,7 @@ def rendered(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     def prepare(engine: object, **kwargs: object) -> tuple[render.Document, read.Visibility]:
         return render.Document(fmt="isc", text=texts[0]), read.Visibility.parse("1:1:")
 
-    monkeypatch.setattr(daemon, "prepare", prepare)
+    monkeypatch.setattr(passes, "prepare", prepare)
     monkeypatch.delenv("DATABASE_URL_FILE", raising=False)
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     root = logging.getLogger()
@@ -320,7 +341,7 @@ def test_dry_run_refused_by_the_wipe_guard(
     apply.apply(isc_text(10), config=config_for(tmp_path))
     before = listing(tmp_path)
     rendered[0] = isc_text(2)
-    code, out, err = dry_run(capsys, tmp_path)
+    code, out, err = dry_run(capsys, tmp_path, "--removal-floor", "0")
     assert code == cli.EXIT_FAILED
     assert "-host h3-x {" in out  # the diff is still shown
     assert err.splitlines()[-1].startswith(
@@ -328,9 +349,11 @@ def test_dry_run_refused_by_the_wipe_guard(
     )
     assert "would remove 8 of 10 reservations" in err and "--force" in err
     assert listing(tmp_path) == before
-    code, _, err = dry_run(capsys, tmp_path, "--force")
+    code, _, err = dry_run(capsys, tmp_path, "--removal-floor", "0", "--force")
     assert code == 0
     assert "a real run would write" in err and "2 reservations (now 10)" in err
+    code, _, err = dry_run(capsys, tmp_path)  # 8 removed: within the default floor
+    assert code == 0
 
 
 def test_dry_run_refused_by_the_checker(

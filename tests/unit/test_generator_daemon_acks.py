@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from generator import apply, consumer, daemon, read, render, settings
+from generator import apply, changes, consumer, daemon, passes, read, render, settings
 from generator import metrics as metrics_module
 from tests.unit.conftest import require_binary
 
@@ -64,10 +64,37 @@ class FakeConsumer:
         self.connected = False
 
 
-class Harness:
-    """A ``daemon.Daemon`` whose renders return ``texts`` in turn; it stops after the last."""
+class FakePipeline:
+    """Stands in for ``passes.Pipeline``: each pass applies the next scripted text with
+    the real apply (wipe guard, checker, reload), as a pass over the database would."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **apply_: object) -> None:
+    def __init__(self, harness: Harness, config: settings.ApplySettings) -> None:
+        self.harness = harness
+        self.config = config
+        self.server = None
+        self.state = None
+        self.last_suspects: list[object] = []
+        self.kinds: list[str] = []  # "full" or "incremental", pass by pass
+
+    def full(self) -> read.Visibility | None:
+        self.kinds.append("full")
+        return self._pass()
+
+    def incremental(self, plan: changes.Plan) -> read.Visibility | None:
+        self.kinds.append("full" if plan.full else "incremental")
+        return self._pass()
+
+    def _pass(self) -> read.Visibility | None:
+        text = self.harness.next_text()
+        document = render.Document(fmt="isc", text=text)
+        ok = passes._apply(document, config=self.config, metrics=self.harness.metrics, check=None)
+        return read.Visibility.parse("100:100:") if ok else None
+
+
+class Harness:
+    """A ``daemon.Daemon`` whose passes apply ``texts`` in turn; it stops after the last."""
+
+    def __init__(self, tmp_path: Path, **apply_: object) -> None:
         self.output = tmp_path / "dhcpd.conf"
         self.stop = threading.Event()
         self.metrics = metrics_module.Metrics()
@@ -80,15 +107,19 @@ class Harness:
             window=0.0,
             apply=settings.ApplySettings(fmt="isc", output=self.output, **apply_),  # type: ignore[arg-type]
         )
-        monkeypatch.setattr(read, "check_connection", lambda engine: None)
-        monkeypatch.setattr(daemon, "prepare", self._prepare)
-        monkeypatch.setattr(daemon, "_fresh_backoff", lambda: itertools.repeat(0.0))
-        self.daemon = daemon.Daemon(config, stop=self.stop, metrics=self.metrics)
         self.consumer = FakeConsumer()
-        self.daemon.consumer = self.consumer  # type: ignore[assignment]
+        self.pipeline = FakePipeline(self, config.apply)
+        self.daemon = daemon.Daemon(
+            config,
+            stop=self.stop,
+            metrics=self.metrics,
+            broker=self.consumer,
+            pipeline=self.pipeline,  # type: ignore[arg-type]
+            backoff=lambda: itertools.repeat(0.0),
+        )
         self.on_render: dict[int, list[consumer.Delivery]] = {}  # arrivals during render n
 
-    def _prepare(self, engine: object, **kwargs: object) -> tuple[render.Document, read.Visibility]:
+    def next_text(self) -> str:
         n = len(self.seen)
         self.seen.append(
             (list(self.consumer.acked), self.sample("dhcp_generator_pending_messages"))
@@ -96,7 +127,7 @@ class Harness:
         self.consumer.inbox.extend(self.on_render.get(n, []))
         if n == len(self.texts) - 1:
             self.stop.set()  # the loop finishes this render (and its acks), then stops
-        return render.Document(fmt="isc", text=self.texts[n]), read.Visibility.parse("100:100:")
+        return self.texts[n]
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
@@ -112,11 +143,12 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    yield Harness(tmp_path, monkeypatch, syntax_check=False)
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    yield Harness(tmp_path, syntax_check=False)
 
 
-def test_refused_render_keeps_messages_until_a_render_succeeds(harness: Harness) -> None:
+def test_refused_render_keeps_messages_until_a_render_succeeds(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, syntax_check=False, removal_floor=0)
     apply.apply(isc_text(10), config=harness.daemon.config.apply)
     harness.consumer.inbox.extend(delivery(n) for n in range(3))
     harness.on_render[0] = [delivery(3)]  # arrives while the refused render runs
@@ -133,12 +165,10 @@ def test_refused_render_keeps_messages_until_a_render_succeeds(harness: Harness)
     assert harness.output.read_text() == isc_text(11)
 
 
-def test_rejected_render_keeps_messages_until_a_render_succeeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rejected_render_keeps_messages_until_a_render_succeeds(tmp_path: Path) -> None:
     """The real ``dhcpd -t`` rejects the candidate: the file stays, no ack."""
     require_binary("dhcpd")
-    harness = Harness(tmp_path, monkeypatch, syntax_check=True)
+    harness = Harness(tmp_path, syntax_check=True)
     apply.apply(isc_text(3), config=harness.daemon.config.apply)
     harness.consumer.inbox.extend(delivery(n) for n in range(2))
     harness.run([isc_text(4, extra="this is { not dhcpd\n"), isc_text(4)])
@@ -150,11 +180,11 @@ def test_rejected_render_keeps_messages_until_a_render_succeeds(
     assert harness.output.read_text() == isc_text(4)
 
 
-def test_failed_reload_keeps_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_reload_keeps_messages(tmp_path: Path) -> None:
     """A reload that fails (previous file restored and reloaded) is a failed render too."""
     refuse_h4 = "import os, sys; sys.exit('h4-x' in open(os.environ['DHCP_CONFIG']).read())"
     harness = Harness(
-        tmp_path, monkeypatch, syntax_check=False, reload_command=(sys.executable, "-c", refuse_h4)
+        tmp_path, syntax_check=False, reload_command=(sys.executable, "-c", refuse_h4)
     )
     apply.apply(isc_text(3), config=harness.daemon.config.apply)
     harness.consumer.inbox.append(delivery(0))
@@ -171,3 +201,19 @@ def test_unrelated_messages_are_acked_at_once(harness: Harness) -> None:
     harness.consumer.inbox.append(delivery(0, table="service"))
     harness.run([isc_text(1)])
     assert harness.seen[0] == (["ack-0"], 0.0)
+
+
+def interface_delivery(n: int, interface_id: int) -> consumer.Delivery:
+    body = json.dumps({"table": "interface", "op": "UPDATE", "pk": {"id": interface_id}})
+    return consumer.Delivery(
+        generation=1, ack_id=f"ack-{n}", headers={"table": "interface"}, body=body, received=0.0
+    )
+
+
+def test_start_is_a_full_pass_and_row_messages_are_incremental(harness: Harness) -> None:
+    harness.on_render[0] = [interface_delivery(0, 7)]
+    harness.on_render[1] = [delivery(1, table="rack"), delivery(2, table="subnet")]
+    harness.run([isc_text(1), isc_text(2), isc_text(3)])
+    assert harness.pipeline.kinds == ["full", "incremental", "full"]
+    assert harness.consumer.acked == ["ack-0", "ack-1", "ack-2"]  # the rack one at once
+    assert harness.sample("dhcp_generator_messages_total", kind="unrelated") == 1

@@ -160,7 +160,7 @@ def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
         (["--prefetch", "0"], "from 1 to"),
         (["--prefetch", str(2**31)], "from 1 to"),
         (["--prefetch", "1e3"], "whole number"),
-        (["--memo-rows", "-1"], "0 or more"),
+        (["--reconcile-interval", "-1"], "0 or more"),
         (["--format", "dhcpd"], "invalid choice: 'dhcpd'"),
         (["--once", "--dry-run"], "not allowed with"),
         (["--no-such-flag"], "unrecognized arguments"),
@@ -184,9 +184,19 @@ def test_log_level_any_case(given: str, level: str) -> None:
 
 def test_good_numbers_are_taken() -> None:
     args = cli.build_parser().parse_args(
-        ["--window", "0", "--metrics-port", "65535", "--prefetch", "1", "--memo-rows", "0"]
+        ["--window", "0", "--metrics-port", "65535", "--prefetch", "1", "--reconcile-interval", "0"]
     )
-    assert (args.window, args.metrics_port, args.prefetch, args.memo_rows) == (0.0, 65535, 1, 0)
+    got = (args.window, args.metrics_port, args.prefetch, args.reconcile_interval)
+    assert got == (0.0, 65535, 1, 0.0)
+
+
+def test_server_from_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DHCP_SERVER", raising=False)
+    parse = cli.build_parser().parse_args
+    assert cli.load_settings(parse([]), {"DATABASE_URL": DB}).server is None
+    env = {"DATABASE_URL": DB, "DHCP_SERVER": "site1-a"}
+    assert cli.load_settings(parse([]), env).server == "site1-a"
+    assert cli.load_settings(parse(["--server", "site2-b"]), env).server == "site2-b"
 
 
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "abc"])

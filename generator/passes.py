@@ -1,0 +1,394 @@
+"""Render passes: read the database, validate, render, apply.
+
+``render_pass`` is the one-shot pass (``--once``): read everything, render, apply,
+keep nothing. ``Pipeline`` is the daemon's: a full pass builds a ``state.State`` of
+the scope, and an incremental pass re-reads only the rows some messages named and
+updates that state, so a change costs what it touches. Both end in the same apply.
+
+Failures are reported, never raised: the config in place stays as it was, and a
+pass returns None to say "retry later".
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy
+
+from generator import (
+    apply,
+    changes,
+    errors,
+    model,
+    omapi,
+    omapi_apply,
+    read,
+    reconcile,
+    render,
+    render_isc,
+    settings,
+    state,
+    syntax_check,
+    validate,
+)
+from generator import metrics as metrics_module
+
+logger = logging.getLogger(__name__)
+
+SHOWN_DIFFERENCES = 10  # addresses named in a reconciliation's log line
+RESTART_SETTLE = 10.0  # seconds to wait for a restarted dhcpd's OMAPI
+
+
+def prepare(
+    engine: sqlalchemy.Engine,
+    *,
+    config: settings.ApplySettings,
+    metrics: metrics_module.Metrics,
+    server: int | None = None,
+) -> tuple[render.Document, read.Visibility]:
+    """Read a snapshot, validate it and render it; report the rows left out."""
+    started = time.monotonic()
+    with read.collector_paused():
+        snapshot = read.read_snapshot(engine, server=server)
+        checked = validate.check(snapshot.inventory)
+        document = render.document(checked.inventory, fmt=config.fmt, options=config.options)
+    _report(checked.problems)
+    metrics.render_seconds.observe(time.monotonic() - started)
+    metrics.rows_skipped.set(len(checked.problems))
+    metrics.reservations.set(len(checked.inventory.interfaces))
+    return document, snapshot.visibility
+
+
+def render_pass(
+    engine: sqlalchemy.Engine,
+    *,
+    config: settings.ApplySettings,
+    metrics: metrics_module.Metrics,
+    server: int | None = None,
+) -> read.Visibility | None:
+    """Read, validate, render and apply once; return what the applied config includes."""
+    try:
+        document, visibility = prepare(engine, config=config, metrics=metrics, server=server)
+    except read.DatabaseUnavailable as exc:
+        _failed(metrics, exc)
+        return None
+    ok = _apply(document, config=config, metrics=metrics, check=None)
+    return visibility if ok else None
+
+
+class Pipeline:
+    """The daemon's passes over one scope, with the validated state kept between them."""
+
+    def __init__(
+        self,
+        engine: sqlalchemy.Engine,
+        *,
+        config: settings.ApplySettings,
+        metrics: metrics_module.Metrics,
+        server: int | None = None,
+        hosts: omapi.Client | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.metrics = metrics
+        self.server = server
+        self.hosts = hosts  # dhcpd's OMAPI: host changes without a restart
+        # what the server runs: the preamble and reservation count of the file it
+        # loaded last (None until the file in place was looked at)
+        self._served: tuple[str, int] | None = None
+        self.state: state.State[Any] | None = None
+        self.scope_subnets: frozenset[int] = frozenset()  # subnet ids the last full read saw
+        self.checks = syntax_check.Incremental()
+        # reservations the last full pass found different from the state it replaced
+        self.last_suspects: list[reconcile.Suspect] = []
+        self._preamble: tuple[state.State[Any], str] | None = None
+
+    def full(self) -> read.Visibility | None:
+        """Read the whole scope, rebuild the state and apply it."""
+        started = time.monotonic()
+        try:
+            make = self._maker()
+            snapshot = read.read_into(
+                self.engine,
+                lambda subnets, rows: state.State.build_from(subnets, rows, make=make),
+                server=self.server,
+            )
+        except read.DatabaseUnavailable as exc:
+            _failed(self.metrics, exc)
+            return None
+        fresh = snapshot.inventory
+        previous, self.state = self.state, fresh
+        self.scope_subnets = frozenset(fresh.subnet_ids)
+        if previous is not None:
+            self.last_suspects = _suspects(previous, fresh)
+            fresh.inherit_changes(previous)
+        elif self.hosts is not None:
+            # What the server holds is the file in place (and what went in over OMAPI
+            # with it): send the difference, not nothing.
+            fresh.inherit_outputs(_blocks_in_place(self.config))
+        _report(fresh.problems())
+        self._observe(fresh, started)
+        return snapshot.visibility if self._apply(fresh) else None
+
+    def incremental(self, plan: changes.Plan) -> read.Visibility | None:
+        """Re-read the rows ``plan`` names and apply what changed; a full pass where the
+        plan asks for one (or nothing was built yet)."""
+        current = self.state
+        if plan.full or current is None:
+            return self.full()
+        started = time.monotonic()
+        try:
+            named = read.read_named(
+                self.engine,
+                interface_ids=plan.interface_ids,
+                host_ids=plan.host_ids,
+                subnet_ids=plan.subnet_ids,
+                server=self.server,
+            )
+        except read.DatabaseUnavailable as exc:
+            _failed(self.metrics, exc)
+            return None
+        if named.subnets_in_scope or plan.subnet_ids & self.scope_subnets:
+            return self.full()  # a subnet of the scope changed: re-read it all
+        current.update(named.wanted, named.gone)
+        _report(current.problems_of(row.id for row in named.wanted), level=logging.WARNING)
+        self._observe(current, started)
+        return named.visibility if self._apply(current) else None
+
+    def document(self) -> render.Document:
+        """The config text of the current state."""
+        current = self.state
+        if current is None:
+            raise errors.GeneratorError("no state yet: run a full pass first")
+        if self.config.fmt == "kea":
+            inventory = model.Inventory(subnets=current.subnets, interfaces=current.interfaces())
+            return render.document(inventory, fmt="kea", options=self.config.options)
+        preamble = self._preamble_of(current)
+        blocks = tuple(current.outputs())
+        parts = render_isc.Parts(preamble=preamble, hosts=blocks)
+        return render.Document(fmt="isc", text=preamble + "".join(blocks), parts=parts)
+
+    def _apply(self, current: state.State[Any]) -> bool:
+        taken = current.take_changes()
+        try:
+            document = self.document()
+            ok = self._put_in_place(document, [(before, now) for _, before, now in taken])
+        except errors.GeneratorError as exc:  # a bug: never a half-applied change
+            _failed(self.metrics, exc)
+            ok = False
+        if not ok:
+            current.restore_changes(taken)
+        return ok
+
+    def _put_in_place(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:
+        """Apply ``document``: host changes over OMAPI when only hosts changed, else
+        the file and the reload command (a restart)."""
+        check = functools.partial(self.checks.check, document=document)
+        if self.hosts is None or document.parts is None:
+            return _apply(document, config=self.config, metrics=self.metrics, check=check)
+        plan = omapi_apply.diff(changed)
+        served = self._served_now()
+        host_only = served is not None and served[0] == document.parts.preamble
+        if plan and served is not None and host_only:
+            try:
+                self._guard(served, len(document.parts.hosts))
+            except apply.WipeRefused as exc:
+                self.metrics.renders.labels("refused").inc()
+                logger.error("%s", exc, extra={"action": "refused"})
+                return False
+            if self._send(plan, fallback=True):
+                ok = _apply(
+                    document, config=self.config, metrics=self.metrics, check=check, reload=False
+                )
+                if ok:
+                    self._served = (document.parts.preamble, len(document.parts.hosts))
+                    self.metrics.applies.labels("omapi").inc()
+                    logger.info(
+                        "sent %d host changes to dhcpd over OMAPI",
+                        len(plan),
+                        extra={"action": "omapi_applied", "changes": len(plan)},
+                    )
+                else:  # the file was refused after the server took the hosts: undo
+                    undo = omapi_apply.diff([(now, before) for before, now in changed])
+                    self._send(undo, fallback=False)
+                return ok
+        elif plan:
+            self._send(plan, fallback=False)  # keeps dhcpd's lease file in step
+        ok = _apply(document, config=self.config, metrics=self.metrics, check=check)
+        if ok:
+            self._served = (document.parts.preamble, len(document.parts.hosts))
+            if plan and self.config.reload_command:
+                self._after_restart(plan)
+        return ok
+
+    def _send(self, plan: omapi_apply.Diff, *, fallback: bool) -> bool:
+        """Send ``plan``; False (logged and counted) if dhcpd did not take it."""
+        assert self.hosts is not None
+        try:
+            omapi_apply.send(self.hosts, plan)
+        except omapi.OmapiError as exc:
+            if isinstance(exc, omapi_apply.Mismatch):
+                self.metrics.omapi_mismatches.inc(len(exc.problems))
+            if fallback:
+                self.metrics.omapi_fallbacks.inc()
+                logger.error(
+                    "OMAPI apply failed, restarting dhcpd instead: %s",
+                    exc,
+                    extra={"action": "omapi_fallback"},
+                )
+            else:
+                logger.warning("OMAPI: %s", exc, extra={"action": "omapi_failed"})
+            return False
+        return True
+
+    def _after_restart(self, plan: omapi_apply.Diff) -> None:
+        """After a restart, check the changed hosts once dhcpd answers and mend them: a
+        host dhcpd deleted over OMAPI before stays hidden by its lease file record."""
+        deadline = time.monotonic() + RESTART_SETTLE
+        while True:
+            try:
+                assert self.hosts is not None
+                omapi_apply.send(self.hosts, plan)
+                return
+            except omapi.Unreachable as exc:
+                if time.monotonic() >= deadline:
+                    logger.error("OMAPI after the restart: %s", exc)
+                    return
+                time.sleep(0.1)
+            except omapi.OmapiError as exc:
+                logger.error("OMAPI after the restart: %s", exc)
+                return
+
+    def _served_now(self) -> tuple[str, int] | None:
+        """The preamble and reservations the server runs (looked up once from the file
+        in place, and only if the server loaded it)."""
+        if self._served is None:
+            text = apply.read_current(self.config.output)
+            if text is not None and apply.loaded(self.config, text):
+                cut = text.find("\nhost ")
+                preamble = text if cut < 0 else text[:cut]
+                self._served = (preamble, apply.count_reservations(text, fmt="isc"))
+        return self._served
+
+    def _guard(self, served: tuple[str, int], new: int) -> None:
+        apply.check_removal(
+            current=served[1],
+            new=new,
+            max_share=self.config.max_removal_share,
+            force=self.config.force,
+            target=self.config.output,
+            floor=self.config.removal_floor,
+        )
+
+    def _maker(self) -> Any:
+        if self.config.fmt == "isc":
+            return render_isc.host_block
+        return _same
+
+    def _preamble_of(self, current: state.State[Any]) -> str:
+        if self._preamble is None or self._preamble[0] is not current:
+            text = render_isc.preamble(current.subnets, options=self.config.options)
+            self._preamble = (current, text)
+        return self._preamble[1]
+
+    def _observe(self, current: state.State[Any], started: float) -> None:
+        self.metrics.render_seconds.observe(time.monotonic() - started)
+        self.metrics.rows_skipped.set(current.problem_count())
+        self.metrics.reservations.set(len(current))
+
+
+def _blocks_in_place(config: settings.ApplySettings) -> dict[int, str]:
+    """The host blocks of the file in place, by address."""
+    text = apply.read_current(config.output) or ""
+    found = {}
+    for tail in text.split("\nhost ")[1:]:
+        block = "\nhost " + tail
+        try:
+            host = omapi_apply.host_of(block)
+        except errors.UnsafeValue:
+            continue  # not one of ours: the render replaces it
+        found[int(ipaddress.IPv4Address(host.ip))] = block
+    return found
+
+
+def _suspects(old: state.State[Any], new: state.State[Any]) -> list[reconcile.Suspect]:
+    found = []
+    for address in old.differences(new):
+        rows = [row for row in (old.row_at(address), new.row_at(address)) if row is not None]
+        shown = ipaddress.IPv4Address(address) if address < 2**32 else address
+        ids = ", ".join(f"interface {row.id}" for row in rows)
+        found.append(
+            reconcile.Suspect(
+                label=f"{shown} ({ids})",
+                interfaces=frozenset(row.id for row in rows),
+                hosts=frozenset(row.host_id for row in rows),
+            )
+        )
+    return found
+
+
+def omapi_client(config: settings.ApplySettings) -> omapi.Client | None:
+    """A client for the OMAPI ``config`` names (it connects on first use), or None."""
+    target = config.omapi
+    if target is None:
+        return None
+    return omapi.Client(host=target.host, port=target.port, key=target.key)
+
+
+def _same(interface: model.Interface) -> model.Interface:
+    return interface
+
+
+def _apply(
+    document: render.Document,
+    *,
+    config: settings.ApplySettings,
+    metrics: metrics_module.Metrics,
+    check: Any,
+    reload: bool = True,
+) -> bool:
+    """Apply ``document``; report and count the outcome; True if it is in place."""
+    started = time.monotonic()
+    try:
+        outcome = apply.apply(document.text, config=config, check=check, reload=reload)
+    except apply.WipeRefused as exc:
+        metrics.renders.labels("refused").inc()
+        logger.error("%s", exc, extra={"action": "refused"})
+        return False
+    except (errors.GeneratorError, OSError) as exc:
+        _failed(metrics, exc)
+        return False
+    metrics.apply_seconds.observe(time.monotonic() - started)
+    metrics.renders.labels("applied" if outcome.changed else "unchanged").inc()
+    if reload:
+        metrics.applies.labels("restart" if outcome.reloaded else "unchanged").inc()
+    metrics.confirmed()
+    if outcome.changed:
+        logger.info(
+            "applied %d reservations to %s",
+            outcome.reservations,
+            config.output,
+            extra={"action": "applied", "reservations": outcome.reservations},
+        )
+    return True
+
+
+def _failed(metrics: metrics_module.Metrics, exc: BaseException) -> None:
+    if isinstance(exc, read.DatabaseUnavailable):
+        metrics.renders.labels("db_unavailable").inc()
+        logger.error("%s; keeping the config in place", exc, extra={"action": "db_unavailable"})
+        return
+    metrics.renders.labels("failed").inc()
+    logger.error(
+        "render failed, keeping the config in place: %s", exc, extra={"action": "render_failed"}
+    )
+
+
+def _report(problems: Iterable[validate.Problem], *, level: int = logging.WARNING) -> None:
+    for problem in problems:
+        logger.log(level, "skipped: %s", problem.message, extra={"action": "row_skipped"})
