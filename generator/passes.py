@@ -188,7 +188,10 @@ class Pipeline:
     def _put_in_place(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:
         """Apply ``document``: host changes over OMAPI when only hosts changed, else
         the file and the reload command (a restart)."""
-        check = functools.partial(self.checks.check, document=document)
+        # ``changed`` holds every block not in the last file applied (and so checked):
+        # dhcpd -t needs to see only those under an unchanged preamble.
+        new = [now for _, now in changed if isinstance(now, str)]
+        check = functools.partial(self.checks.check, document=document, new=new)
         if self.hosts is None or document.parts is None:
             return _apply(document, config=self.config, metrics=self.metrics, check=check)
         plan = omapi_apply.diff(changed)

@@ -183,3 +183,26 @@ def test_incremental_checks_kea_files_whole(
         candidate = write(tmp_path, "kea.json", text)
         incremental.check(candidate, render.Document(fmt="kea", text=text))
     assert seen == ['{"Dhcp4": {}}', '{"Dhcp4": {"subnet4": []}}']
+
+
+def test_incremental_with_the_new_blocks_given_keeps_no_set_of_all_blocks(
+    tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real_check = syntax_check.check
+
+    def spy(path: str | os.PathLike[str], **kwargs: Any) -> syntax_check.CheckResult:
+        checked.append(Path(path).read_text(encoding="utf-8"))
+        return real_check(path, **kwargs)
+
+    monkeypatch.setattr(syntax_check, "check", spy)
+    incremental = syntax_check.Incremental()
+    first = isc_document(PREAMBLE, host_block(1), host_block(2))
+    incremental.check(write(tmp_path, "a.conf", first.text), first, new=[])
+    assert checked[-1] == first.text  # nothing accepted yet: all of it
+    second = isc_document(PREAMBLE, host_block(1), host_block(3))
+    incremental.check(write(tmp_path, "b.conf", second.text), second, new=[host_block(3)])
+    assert checked[-1] == PREAMBLE + host_block(3)
+    # without the new blocks, nothing is known about what was accepted: all of it
+    incremental.check(write(tmp_path, "c.conf", second.text), second)
+    assert checked[-1] == second.text
