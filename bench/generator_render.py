@@ -25,7 +25,17 @@ from typing import Any
 
 import psycopg
 
-from generator import apply, daemon, metrics, read, render, settings, syntax_check, validate
+from generator import (
+    apply,
+    changes,
+    metrics,
+    passes,
+    read,
+    render,
+    settings,
+    syntax_check,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -134,7 +144,7 @@ def child(url: str, *, hosts: int, repeat: int) -> int:
     texts: dict[str, str] = {}
     for _ in range(repeat + 1):
         inventory = checked = text = None  # type: ignore[assignment]  # free the last pass
-        with read.collector_paused():  # as daemon.prepare runs a pass
+        with read.collector_paused():  # as passes.prepare runs a pass
             t0 = time.perf_counter()
             inventory = read.read_inventory(engine)
             t1 = time.perf_counter()
@@ -196,23 +206,24 @@ def daemon_child(url: str, *, repeat: int) -> int:
 
 
 def daemon_passes(engine: Any, url: str, target: Path, *, repeat: int) -> list[float]:
-    """What the daemon pays per isolated change: a pass with the memo and the
-    incremental dhcpd check of the previous pass, after one interface moved (ms)."""
-    carry = daemon.Carry()
+    """What the daemon pays per isolated change: an incremental pass (re-read of the
+    named interface, state update, whole-file write with the incremental dhcpd check)
+    after one interface moved (ms)."""
     config = settings.ApplySettings(fmt="isc", output=target, syntax_check=True)
-    metrics_ = metrics.Metrics()
+    pipeline = passes.Pipeline(engine, config=config, metrics=metrics.Metrics())
+    assert pipeline.full() is not None  # the start: a full pass and a whole-file check
     with psycopg.connect(url, autocommit=True) as conn:
-        first_ip = conn.execute("SELECT host(ip) FROM interface ORDER BY id LIMIT 1").fetchone()
-        assert first_ip is not None
-        spare = str(ipaddress.IPv4Address(first_ip[0]) + 250)  # free: hosts start at .10
+        row = conn.execute("SELECT id, host(ip) FROM interface ORDER BY id LIMIT 1").fetchone()
+        assert row is not None
+        moved, first_ip = row
+        spare = str(ipaddress.IPv4Address(first_ip) + 250)  # free: hosts start at .10
         times = []
-        for n in range(repeat * 3 + 1):
-            conn.execute(MOVE_ONE, {"a": first_ip[0], "b": spare})
+        for _ in range(repeat * 3):
+            conn.execute(MOVE_ONE, {"a": first_ip, "b": spare})
             started = time.perf_counter()
-            visibility = daemon.render_pass(engine, config=config, metrics=metrics_, carry=carry)
+            visibility = pipeline.incremental(changes.Plan(interface_ids={moved}))
             assert visibility is not None
-            if n:  # the first pass fills the memo and checks the whole file
-                times.append((time.perf_counter() - started) * 1000)
+            times.append((time.perf_counter() - started) * 1000)
     return times
 
 
