@@ -5,13 +5,14 @@
         ─► cycle: disarm, drain until quiet for LINGER, arm, drain once more
         ─► idle: until a doorbell, the fallback interval, a raced change, a lost
            connection or stop
-A lost connection closes only that side, waits a capped, jittered back-off and loops;
-every (re)connect is followed by a drain, so nothing waits for the next write. Whenever
-the relay holds a database connection (leading, standing by, or waiting for the broker)
-it refreshes the backlog gauges every OBSERVE_INTERVAL.
 
-Draining is pipelined: batch N+1 is read and sent while the receipt for batch N is on
-its way; a batch leaves the outbox only after its receipt.
+The cycle and the idle wait live in ``cdc.pump`` (draining is pipelined there: a batch
+leaves the outbox only after its receipt), their timing rules in ``cdc.rules``; this
+module holds the connections and rides out their losses. A lost connection closes only
+that side, waits a capped, jittered back-off and loops; every (re)connect is followed by
+a drain, so nothing waits for the next write. Whenever the relay holds a database
+connection (leading, standing by, or waiting for the broker) it refreshes the backlog
+gauges every OBSERVE_INTERVAL.
 """
 
 from __future__ import annotations
@@ -23,20 +24,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from cdc import broker, database, doorbell, errors, leader, metrics, outbox, status
+from cdc import broker, database, doorbell, errors, leader, metrics, ports, pump, status
 from cdc.settings import Settings
 from machinedb import daemon, db_url
 
 logger = logging.getLogger(__name__)
 
-IDLE_SLICE = 0.25  # seconds; longest wait before looking at stop and the broker
-LIVENESS_INTERVAL = 15.0  # seconds between probes of the LISTEN connection when idle
 OBSERVE_INTERVAL = 5.0  # seconds between backlog gauge updates, whatever the relay does
-RECHECK_INITIAL = 0.02  # seconds; first look after the transactions that raced a re-arm
-RECHECK_CAP = 1.0  # seconds
-STOP_GRACE = 3.0  # seconds a stopping relay waits for the receipt of the batch in flight
-LINGER = 0.5  # seconds the relay keeps looking (disarmed) after the last change it saw
-LINGER_POLL = 0.1  # seconds between looks while lingering
 
 
 class Relay:
@@ -47,7 +41,6 @@ class Relay:
         self._listen: database.Connection | None = None
         self._publisher: broker.Publisher | None = None
         self._is_leader = False
-        self._watch: list[int] = []
         self._db_down = False
         self._broker_down = False
         self._db_backoff: Iterator[float] = daemon.backoff()
@@ -67,8 +60,10 @@ class Relay:
                     self._ensure_broker()
                     if self._stop.is_set():
                         break
-                    self._cycle()
-                    self._idle()
+                    work = self._pump()
+                    work.cycle()
+                    self._observe(force=True)
+                    work.idle()
                 except errors.Stopping:
                     break
                 except errors.DatabaseUnavailable as exc:
@@ -148,7 +143,6 @@ class Relay:
         if self._is_leader:
             metrics.LEADER.set(0)
         self._is_leader = False
-        self._watch = []
         if not self._db_down:
             logger.warning(
                 "PostgreSQL unavailable (%s); reconnecting", exc, extra={"action": "db_lost"}
@@ -188,118 +182,19 @@ class Relay:
 
     # ---- work -----------------------------------------------------------------------
 
-    def _cycle(self) -> None:
-        """Disarm, drain until the outbox stays quiet, re-arm, drain once more.
-
-        After activity the relay lingers disarmed for LINGER seconds, looking every
-        LINGER_POLL: under a steady stream of writes it never re-arms, so writers never
-        pay for a NOTIFY, and each look publishes everything that arrived meanwhile.
-        """
+    def _pump(self) -> pump.Pump:
+        """The work loop over this relay's current connections."""
         work, listen = self._conns()
-        doorbell.discard_pending(listen)
-        while not self._stop.is_set():
-            doorbell.disarm(work)
-            self._linger()
-            if self._stop.is_set():
-                return
-            doorbell.arm(work)
-            self._watch = doorbell.in_progress(work)
-            if self._drain() == 0:
-                break
-        self._observe(force=True)
-
-    def _linger(self) -> None:
-        """Drain, then look again every LINGER_POLL until nothing came for LINGER."""
-        quiet_since = time.monotonic()
-        while not self._stop.is_set():
-            published = self._drain()
-            now = time.monotonic()
-            if published:
-                quiet_since = now
-            elif now - quiet_since >= LINGER:
-                return
-            # a short pause lets changes gather into one batch (one broker commit)
-            self._stop.wait(LINGER_POLL)
-
-    def _drain(self) -> int:
-        """Publish the visible changes in id order until a read comes back short of a
-        full batch (caught up); returns how many were published.
-
-        Ids are taken at insert and rows become visible at commit, so a late commit can
-        hide below the cursor: every drain starts again from the lowest id, and the
-        relay's next look (lingering, a raced re-arm, a doorbell) finds such a row.
-        """
-        work, _ = self._conns()
-        publisher = self._require_publisher()
-        limit = self._settings.batch_size
-        cursor, total = 0, 0
-        inflight: broker.Batch | None = None
-        while True:
-            stopping = self._stop.is_set()
-            rows = [] if stopping else outbox.fetch(work, after_id=cursor, limit=limit)
-            batch = publisher.publish(rows) if rows else None
-            if inflight is not None:
-                self._confirm(publisher, inflight)
-            inflight = batch
-            self._observe()
-            if rows:
-                cursor = rows[-1].id
-                total += len(rows)
-            if len(rows) < limit:
-                if inflight is not None:
-                    self._confirm(publisher, inflight)
-                return total
-
-    def _confirm(self, publisher: broker.Publisher, batch: broker.Batch) -> None:
-        work, _ = self._conns()
-        grace_end: float | None = None
-        while not publisher.wait_confirmed(batch, IDLE_SLICE):
-            now = time.monotonic()
-            if self._stop.is_set() and grace_end is None:
-                grace_end = now + STOP_GRACE
-            if grace_end is not None and now > grace_end:
-                raise errors.BrokerUnavailable("stopping: batch in flight left for a resend")
-            if now - batch.sent_at > self._settings.receipt_timeout:
-                raise errors.BrokerUnavailable(
-                    f"no receipt within {self._settings.receipt_timeout:.0f} s"
-                )
-            self._observe()
-        outbox.delete(work, batch.ids)
-        metrics.PUBLISHED.inc(len(batch.ids))
-        metrics.BATCH_LATENCY.observe(time.monotonic() - batch.sent_at)
-
-    def _idle(self) -> None:
-        """Wait for a reason to drain again."""
-        work, listen = self._conns()
-        now = time.monotonic()
-        fallback_at = now + self._settings.fallback_interval
-        probe_at = now + LIVENESS_INTERVAL
-        recheck, recheck_at = RECHECK_INITIAL, now + RECHECK_INITIAL
-        while not self._stop.is_set():
-            publisher = self._require_publisher()
-            if publisher.broken is not None:
-                raise errors.BrokerUnavailable(publisher.broken)
-            now = time.monotonic()
-            if now >= fallback_at:
-                logger.debug("fallback interval elapsed: draining")
-                return
-            if self._watch and now >= recheck_at:
-                if doorbell.all_finished(work, self._watch):
-                    self._watch = []
-                    if outbox.has_visible(work):
-                        logger.debug("a change raced the re-arm: draining")
-                        return
-                recheck = min(RECHECK_CAP, recheck * 2)
-                recheck_at = now + recheck
-            if now >= probe_at:
-                doorbell.probe(listen)
-                probe_at = now + LIVENESS_INTERVAL
-            self._observe()
-            timeout = min(IDLE_SLICE, fallback_at - now)
-            if self._watch:
-                timeout = min(timeout, max(0.0, recheck_at - now))
-            if doorbell.wait(listen, max(timeout, 0.001)):
-                return
+        return pump.Pump(
+            outbox=ports.PostgresOutbox(work),
+            doorbell=ports.PostgresDoorbell(work, listen),
+            publisher=self._require_publisher(),
+            stop=self._stop,
+            batch_size=self._settings.batch_size,
+            receipt_timeout=self._settings.receipt_timeout,
+            fallback_interval=self._settings.fallback_interval,
+            observe=self._observe,
+        )
 
     # ---- helpers --------------------------------------------------------------------
 
