@@ -78,7 +78,7 @@ class Daemon:
         self.tables = read.tables_read(server=pipeline.server)
         self.coalescer = coalesce.Coalescer(window=config.window)
         self.pending: list[changes.Change] = []
-        # what the config in place includes: changes it saw need no pass
+        # the snapshot of the last full pass applied: a change it saw needs no pass
         self.applied: read.Visibility | None = None
         self.full_due = True  # a full pass on start
         self.dirty = True
@@ -178,7 +178,10 @@ class Daemon:
             return
         self._render_delays = self._backoff()
         self.coalescer.rendered(end=end)
-        self.applied = visibility
+        # Only a full pass's snapshot covers every row: a change committed before an
+        # incremental pass's snapshot, about rows that pass did not re-read, is not in
+        # the state yet and must not be taken as covered.
+        self.applied = self.pipeline.whole
         applied_at = time.time()
         for item in covered:
             if item.captured_at is not None:

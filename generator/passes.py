@@ -11,6 +11,7 @@ pass returns None to say "retry later".
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ from generator import (
     apply,
     changes,
     errors,
+    kea_hosts,
     model,
     omapi,
     omapi_apply,
@@ -98,12 +100,16 @@ class Pipeline:
         self.metrics = metrics
         self.server = server
         self.hosts = hosts  # dhcpd's OMAPI: host changes without a restart
+        self.kea_hosts: kea_hosts.Writer | None = None  # Kea's hosts database, on first use
         # what the server runs: the preamble and reservation count of the file it
         # loaded last (None until the file in place was looked at)
         self._served: tuple[str, int] | None = None
         self.state: state.State[Any] | None = None
         self.scope_subnets: frozenset[int] = frozenset()  # subnet ids the last full read saw
         self.checks = syntax_check.Incremental()
+        # the snapshot of the last full pass applied: every change it saw is in the state
+        # (an incremental pass's snapshot says so only for the rows it re-read)
+        self.whole: read.Visibility | None = None
         # reservations the last full pass found different from the state it replaced
         self.last_suspects: list[reconcile.Suspect] = []
         self._preamble: tuple[state.State[Any], str] | None = None
@@ -133,7 +139,10 @@ class Pipeline:
             fresh.inherit_outputs(_blocks_in_place(self.config))
         _report(fresh.problems())
         self._observe(fresh, started)
-        return snapshot.visibility if self._apply(fresh) else None
+        if not self._apply(fresh):
+            return None
+        self.whole = snapshot.visibility
+        return snapshot.visibility
 
     def incremental(self, plan: changes.Plan) -> read.Visibility | None:
         """Re-read the rows ``plan`` names and apply what changed; a full pass where the
@@ -166,7 +175,8 @@ class Pipeline:
         if current is None:
             raise errors.GeneratorError("no state yet: run a full pass first")
         if self.config.fmt == "kea":
-            inventory = model.Inventory(subnets=current.subnets, interfaces=current.interfaces())
+            rows = () if self.config.kea_hosts_database else current.interfaces()  # not in the file
+            inventory = model.Inventory(subnets=current.subnets, interfaces=rows)
             return render.document(inventory, fmt="kea", options=self.config.options)
         preamble = self._preamble_of(current)
         blocks = tuple(current.outputs())
@@ -188,6 +198,8 @@ class Pipeline:
     def _put_in_place(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:
         """Apply ``document``: host changes over OMAPI when only hosts changed, else
         the file and the reload command (a restart)."""
+        if self.config.fmt == "kea" and self.config.kea_hosts_database is not None:
+            return self._put_in_place_kea(document, changed)
         # ``changed`` holds every block not in the last file applied (and so checked):
         # dhcpd -t needs to see only those under an unchanged preamble.
         new = [now for _, now in changed if isinstance(now, str)]
@@ -228,6 +240,19 @@ class Pipeline:
             if plan and self.config.reload_command:
                 self._after_restart(plan)
         return ok
+
+    def _put_in_place_kea(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:
+        """Kea with a hosts database: the reservation rows first (checked against this
+        file), then the file, which changes (and is reloaded) only with subnets or globals."""
+        assert self.state is not None
+        if self.kea_hosts is None:
+            self.kea_hosts = kea_hosts.Writer.from_settings(self.config)
+        if not self.kea_hosts.put(self.state, changed, document=document, metrics=self.metrics):
+            return False
+        # The file holds no reservations: their wipe guard ran on the rows.
+        config = dataclasses.replace(self.config, max_removal_share=1.0)
+        check = functools.partial(self.checks.check, document=document)
+        return _apply(document, config=config, metrics=self.metrics, check=check)
 
     def _send(self, plan: omapi_apply.Diff, *, fallback: bool) -> bool:
         """Send ``plan``; False (logged and counted) if dhcpd did not take it."""
