@@ -94,12 +94,14 @@ class Pipeline:
         metrics: metrics_module.Metrics,
         server: int | None = None,
         hosts: omapi.Client | None = None,
+        restart_settle: float = RESTART_SETTLE,
     ) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
         self.server = server
         self.hosts = hosts  # dhcpd's OMAPI: host changes without a restart
+        self.restart_settle = restart_settle  # seconds for a restarted dhcpd's OMAPI
         self.kea_hosts: kea_hosts.Writer | None = None  # Kea's hosts database, on first use
         # what the server runs: the preamble and reservation count of the file it
         # loaded last (None until the file in place was looked at)
@@ -208,14 +210,15 @@ class Pipeline:
             return _apply(document, config=self.config, metrics=self.metrics, check=check)
         plan = omapi_apply.diff(changed)
         served = self._served_now()
-        host_only = served is not None and served[0] == document.parts.preamble
-        if plan and served is not None and host_only:
+        if plan:  # the wipe guard before anything reaches the server
+            before = served[1] if served is not None else _reservations_in_place(self.config)
             try:
-                self._guard(served, len(document.parts.hosts))
+                self._guard(before, len(document.parts.hosts))
             except apply.WipeRefused as exc:
                 self.metrics.renders.labels("refused").inc()
                 logger.error("%s", exc, extra={"action": "refused"})
                 return False
+        if plan and served is not None and served[0] == document.parts.preamble:
             if self._send(plan, fallback=True):
                 ok = _apply(
                     document, config=self.config, metrics=self.metrics, check=check, reload=False
@@ -277,7 +280,7 @@ class Pipeline:
     def _after_restart(self, plan: omapi_apply.Diff) -> None:
         """After a restart, check the changed hosts once dhcpd answers and mend them: a
         host dhcpd deleted over OMAPI before stays hidden by its lease file record."""
-        deadline = time.monotonic() + RESTART_SETTLE
+        deadline = time.monotonic() + self.restart_settle
         while True:
             try:
                 assert self.hosts is not None
@@ -303,9 +306,9 @@ class Pipeline:
                 self._served = (preamble, apply.count_reservations(text, fmt="isc"))
         return self._served
 
-    def _guard(self, served: tuple[str, int], new: int) -> None:
+    def _guard(self, current: int, new: int) -> None:
         apply.check_removal(
-            current=served[1],
+            current=current,
             new=new,
             max_share=self.config.max_removal_share,
             force=self.config.force,
@@ -328,6 +331,10 @@ class Pipeline:
         self.metrics.render_seconds.observe(time.monotonic() - started)
         self.metrics.rows_skipped.set(current.problem_count())
         self.metrics.reservations.set(len(current))
+
+
+def _reservations_in_place(config: settings.ApplySettings) -> int:
+    return apply.count_reservations(apply.read_current(config.output), fmt=config.fmt)
 
 
 def _blocks_in_place(config: settings.ApplySettings) -> dict[int, str]:
