@@ -6,6 +6,8 @@ Each instance lives in a directory of its own, on a free port, and works both as
 
     scripts/services.py start all --dir DIR     # prints DATABASE_URL= and STOMP_URL= lines
     scripts/services.py stop all --dir DIR
+    scripts/services.py start pair --dir DIR    # an ActiveMQ shared-store master/slave pair:
+                                                # STOMP_URL= lists both brokers
 
 ``start`` also creates the database ``machinedb`` that DATABASE_URL names and migrates
 it to head (``--no-migrate``: leave it as it is); stdout carries only the KEY=value
@@ -375,6 +377,22 @@ class ActiveMQBroker:
         return self.data / "activemq.log"
 
     def start(self) -> None:
+        proc = self._launch()
+        try:
+            wait_for_port(self.port, deadline=START_DEADLINE, proc=proc)
+            if self.ssl_port is not None:
+                wait_for_port(self.ssl_port, deadline=START_DEADLINE, proc=proc)
+        except ServiceError as exc:
+            self.stop()
+            tail = (self.directory / "console.log").read_text(errors="replace")[-2000:]
+            raise ServiceError(f"ActiveMQ did not start: {exc}\n{tail}") from exc
+
+    def _extra_options(self) -> list[str]:
+        """More -D options for the JVM (a pair member adds its shared store)."""
+        return []
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Start the broker's JVM and return at once (``start`` waits for its ports)."""
         jar = ACTIVEMQ_HOME / "bin" / "activemq.jar"
         if not jar.exists():
             raise ServiceError(f"{jar} not found (apt-get install activemq)")
@@ -401,6 +419,7 @@ class ActiveMQBroker:
             "-Dmachinedb.stomp.bind=127.0.0.1",
             f"-Dmachinedb.stomp.port={self.port}",
             *secure_options,
+            *self._extra_options(),
             "-jar",
             str(jar),
             "start",
@@ -416,14 +435,7 @@ class ActiveMQBroker:
             )
         self.pid_file.write_text(str(proc.pid))
         self._proc = proc  # reaped in stop(), so the JVM never outlives its Popen silently
-        try:
-            wait_for_port(self.port, deadline=START_DEADLINE, proc=proc)
-            if self.ssl_port is not None:
-                wait_for_port(self.ssl_port, deadline=START_DEADLINE, proc=proc)
-        except ServiceError as exc:
-            self.stop()
-            tail = (self.directory / "console.log").read_text(errors="replace")[-2000:]
-            raise ServiceError(f"ActiveMQ did not start: {exc}\n{tail}") from exc
+        return proc
 
     def pid(self) -> int | None:
         if not self.pid_file.exists():
@@ -473,6 +485,91 @@ class ActiveMQBroker:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+SLAVE_MODE = "This broker is now in slave mode"  # logged by a broker waiting for the lock
+
+
+class PairMember(ActiveMQBroker):
+    """One broker of a shared-store master/slave pair: deploy/activemq/activemq-pair.xml
+    with its own STOMP port and data directory, and the pair's KahaDB directory ``store``."""
+
+    def __init__(self, directory: Path, port: int | None = None, *, store: Path) -> None:
+        super().__init__(directory, port)
+        self.store = Path(store)
+
+    @property
+    def config_name(self) -> str:
+        return "activemq-pair.xml"
+
+    def _extra_options(self) -> list[str]:
+        return [f"-Dmachinedb.kahadb={self.store}"]
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def accepts(self) -> bool:
+        """Is this member's STOMP port open (it is the master)?"""
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
+            return True
+        return False
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the JVM without waiting: a slave opens its port only when it takes over."""
+        return self._launch()
+
+    def is_slave(self, *, since: int = 0) -> bool:
+        """Has it logged (after ``since`` characters of its log) that it waits for the lock?"""
+        return SLAVE_MODE in self.log_text()[since:]
+
+
+class ActiveMQPair:
+    """Two ActiveMQ brokers sharing one KahaDB directory (shared-store master/slave):
+    whichever takes the store's lock first is the master, the other waits as its slave
+    and takes over when the master dies. Clients use ``url``, which lists both."""
+
+    def __init__(self, directory: Path, ports: tuple[int | None, int | None] = (None, None)):
+        self.directory = Path(directory)
+        self.store = self.directory / "shared" / "kahadb"
+        self.members = (
+            PairMember(self.directory / "a", ports[0], store=self.store),
+            PairMember(self.directory / "b", ports[1], store=self.store),
+        )
+
+    @property
+    def url(self) -> str:
+        return ",".join(member.url for member in self.members)
+
+    def master(self) -> PairMember | None:
+        """The member whose STOMP port accepts connections, if any."""
+        return next((member for member in self.members if member.accepts()), None)
+
+    def start(self) -> None:
+        """Start both JVMs at once; return when one accepts connections (the master) and
+        the other has logged that it waits for the lock (the slave)."""
+        self.store.mkdir(parents=True, exist_ok=True)
+        logged = [len(member.log_text()) for member in self.members]
+        procs = [member.launch() for member in self.members]
+        end = time.monotonic() + START_DEADLINE
+        while True:
+            master = self.master()
+            slaves = [m for m, n in zip(self.members, logged, strict=True) if m.is_slave(since=n)]
+            if master is not None and [m for m in slaves if m is not master]:
+                return
+            if time.monotonic() > end or any(proc.poll() is not None for proc in procs):
+                self.stop()
+                tails = "\n".join(m.log_text()[-1500:] for m in self.members)
+                raise ServiceError(f"the ActiveMQ pair did not start as master and slave:\n{tails}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def destroy(self) -> None:
+        for member in self.members:
+            member.stop(kill=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 DATABASE = "machinedb"  # the database that ``start`` prepares and prints
 
 
@@ -507,7 +604,7 @@ def prepare_database(cluster: PostgresCluster, *, migrate_it: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["start", "stop"])
-    parser.add_argument("service", choices=["pg", "activemq", "all"])
+    parser.add_argument("service", choices=["pg", "activemq", "all", "pair"])
     parser.add_argument("--dir", required=True, type=Path, help="state directory")
     parser.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
     parser.add_argument("--stomp-port", type=int, help="STOMP port (default: a free one)")
@@ -521,11 +618,13 @@ def main(argv: list[str] | None = None) -> int:
     # any working directory (alembic.ini's prepend_sys_path "." is the working directory)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    services: list[PostgresCluster | ActiveMQBroker] = []
+    services: list[PostgresCluster | ActiveMQBroker | ActiveMQPair] = []
     if args.service in ("pg", "all"):
         services.append(PostgresCluster(args.dir / "pg", args.pg_port))
     if args.service in ("activemq", "all"):
         services.append(ActiveMQBroker(args.dir / "activemq", args.stomp_port))
+    if args.service == "pair":  # an ActiveMQ shared-store master/slave pair
+        services.append(ActiveMQPair(args.dir / "activemq-pair"))
     try:
         for svc in services:
             if args.action == "start":
