@@ -11,6 +11,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -412,6 +413,8 @@ def _subnet_from_row(row: Any) -> model.Subnet:
 def _interface_from_row(row: tuple[Any, ...]) -> model.Interface:
     id_, host_id, hostname, name, mac, ip4, ip_text = row
     ip = ipaddress.IPv4Address(ip4) if ip4 is not None else ipaddress.ip_address(ip_text)
+    # nearly every row has one of a few names ("eth0"): share one string, not a million
+    name = sys.intern(name) if type(name) is str else name
     return model.Interface(id=id_, host_id=host_id, hostname=hostname, name=name, mac=mac, ip=ip)
 
 
