@@ -1,9 +1,12 @@
 """The STOMP side: connect (failover list, TLS, heart-beats) and publish confirmed batches.
 
-A batch is one STOMP transaction (BEGIN, a persistent SEND per change, COMMIT with a
-receipt) written to the socket in one call. ActiveMQ answers the receipt once the
-commit is stored. stomp.py's receiver thread only records receipts, errors and
-disconnects here; waiting and reconnecting happen in the relay's own thread.
+A batch is written to the socket in one call. On ActiveMQ it is one STOMP transaction
+(BEGIN, a persistent SEND per change, COMMIT with a receipt): ActiveMQ answers the
+receipt once the commit is stored. RabbitMQ answers a COMMIT's receipt before its
+messages are confirmed, so there a batch is plain SENDs, each with its own receipt,
+which RabbitMQ answers once the message is confirmed (``machinedb.broker_profile``).
+stomp.py's receiver thread only records receipts, errors and disconnects here; waiting
+and reconnecting happen in the relay's own thread.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import stomp
 import stomp.exception
 
 from cdc import errors, message, stoppable
+from machinedb import broker_profile
 from machinedb.stomp_url import BrokerConfig
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,12 @@ class Batch:
     receipt: str
     ids: tuple[int, ...]
     sent_at: float  # time.monotonic()
+    # every receipt the batch needs, when it is more than ``receipt`` (one per SEND)
+    receipts: tuple[str, ...] = ()
+
+    @property
+    def awaited(self) -> tuple[str, ...]:
+        return self.receipts or (self.receipt,)
 
 
 class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
@@ -44,11 +54,15 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
     def __init__(self, state: threading.Condition) -> None:
         self.state = state
         self.connected = False
+        self.server: str | None = None  # CONNECTED's server header
+        self.heartbeat: str | None = None  # CONNECTED's heart-beat header
         self.broken: str | None = None
         self.receipts: set[str] = set()
 
     def on_connected(self, frame: Any) -> None:
         with self.state:
+            self.server = frame.headers.get("server")
+            self.heartbeat = frame.headers.get("heart-beat")
             self.connected = True
             self.state.notify_all()
 
@@ -85,17 +99,21 @@ class Publisher:
         ssl_ca_file: str | None = None,
     ) -> None:
         self._destination = destination
+        self._heartbeat = heartbeat
+        # until CONNECTED says otherwise: the configured kind, else ActiveMQ's ways
+        self.profile = broker_profile.resolve(config.kind, None)
         self._state = threading.Condition()
         self._listener = _Listener(self._state)
         self._sequence = itertools.count(1)
         hosts = [(e.host, e.port) for e in config.endpoints]
         self._conn = stomp.Connection12(
             host_and_ports=hosts,
-            heartbeats=(int(heartbeat * 1000), int(heartbeat * 1000)),
+            heartbeats=(self.profile.heartbeat_ms(heartbeat),) * 2,
             reconnect_attempts_max=1,
             timeout=CONNECT_TIMEOUT,  # TCP connect and TLS handshake; the socket blocks after
             keepalive=True,
             auto_content_length=False,
+            vhost=config.vhost,  # CONNECT's host header: RabbitMQ's virtual host
         )
         ssl_hosts = [(e.host, e.port) for e in config.endpoints if e.ssl]
         if ssl_hosts:
@@ -141,16 +159,39 @@ class Publisher:
             raise errors.BrokerUnavailable(
                 f"{self._config.redacted()}: {reason or 'no CONNECTED frame in time'}"
             )
+        self.profile = broker_profile.resolve(self._config.kind, self._listener.server)
         host = self._conn.transport.current_host_and_port
         logger.info(
-            "connected to broker %s:%s",
+            "connected to broker %s:%s (%s, %s)",
             *(host or ("?", "?")),
+            self._listener.server or "server unnamed",
+            self.profile.kind,
             extra={"action": "broker_connected"},
         )
+        if self.profile.rabbitmq:
+            self._check_rabbitmq()
+
+    def _check_rabbitmq(self) -> None:
+        logger.debug(
+            "RabbitMQ confirms a message no queue takes and drops it: consumer queues"
+            " must exist before changes are published"
+        )
+        asked = self.profile.heartbeat_ms(self._heartbeat)
+        granted = self._listener.heartbeat or "0,0"
+        if asked and granted.split(",")[-1].strip() != str(asked):
+            logger.warning(
+                "RabbitMQ rounds heart-beats to whole seconds: asked %d ms, it expects %s"
+                " (use a whole number of seconds, or --broker rabbitmq)",
+                asked,
+                granted,
+            )
 
     def publish(self, changes: Sequence[message.Change]) -> Batch:
-        """Send ``changes`` as one transaction; the receipt confirms all of them."""
+        """Send ``changes`` as one transaction; the receipt confirms all of them (on
+        RabbitMQ: each SEND on its own, with one receipt per change)."""
         seq = next(self._sequence)
+        if self.profile.confirm_per_send:
+            return self._publish_confirmed(seq, changes)
         tx, receipt = f"tx-{seq}", f"batch-{seq}"
         parts = [message.frame("BEGIN", {"transaction": tx})]
         parts.extend(
@@ -160,19 +201,39 @@ class Publisher:
         self._write(b"".join(parts))
         return Batch(receipt=receipt, ids=tuple(c.id for c in changes), sent_at=time.monotonic())
 
+    def _publish_confirmed(self, seq: int, changes: Sequence[message.Change]) -> Batch:
+        receipts = tuple(f"batch-{seq}-{n}" for n in range(len(changes)))
+        self._write(
+            b"".join(
+                message.send_frame(c, destination=self._destination, transaction=None, receipt=r)
+                for c, r in zip(changes, receipts, strict=True)
+            )
+        )
+        return Batch(
+            receipt=receipts[-1],
+            ids=tuple(c.id for c in changes),
+            sent_at=time.monotonic(),
+            receipts=receipts,
+        )
+
     def wait_confirmed(self, batch: Batch, timeout: float) -> bool:
         """True once the broker confirmed ``batch``, False if ``timeout`` passed first;
         BrokerUnavailable when the connection broke (the batch must be sent again)."""
         deadline = time.monotonic() + timeout
+        awaited, seen = batch.awaited, 0
         with self._state:
-            while batch.receipt not in self._listener.receipts:
+            while True:
+                while seen < len(awaited) and awaited[seen] in self._listener.receipts:
+                    seen += 1  # receipts come about in order: each is looked at once
+                if seen == len(awaited):
+                    break
                 if self._listener.broken is not None:
                     raise errors.BrokerUnavailable(self._listener.broken)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._state.wait(left)
-            self._listener.receipts.discard(batch.receipt)
+            self._listener.receipts.difference_update(awaited)
         return True
 
     def close(self, *, polite: bool = True) -> None:

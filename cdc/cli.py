@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 
 from cdc import broker, database, errors, metrics, relay, settings, status
-from machinedb import cli_args, daemon, db_url, logs, secrets, stomp_url
+from machinedb import broker_profile, cli_args, daemon, db_url, logs, secrets, stomp_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--stomp-url",
         help="broker(s): stomp://user:pass@host:61613 or stomp+ssl://..., comma-separated "
         "for failover (env STOMP_URL or STOMP_URL_FILE; required for run)",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=broker_profile.KINDS,
+        type=str.lower,
+        default=env("STOMP_BROKER") or None,
+        help="the broker's kind (env STOMP_BROKER; default: detected from its CONNECTED frame)",
     )
     parser.add_argument(
         "--destination",
@@ -104,7 +111,11 @@ def load_settings(args: argparse.Namespace) -> settings.Settings:
         if not raw_database_url:
             raise errors.ConfigError("DATABASE_URL is not set (or pass --database-url)")
         database_url = db_url.psycopg_url(raw_database_url)
-        broker_config = stomp_url.parse(raw_stomp_url or "") if args.command == "run" else None
+        broker_config = (
+            stomp_url.parse(raw_stomp_url or "", kind=args.broker)
+            if args.command == "run"
+            else None
+        )
     except ValueError as exc:  # SecretError is one
         raise errors.ConfigError(str(exc)) from exc
     if broker_config is None:

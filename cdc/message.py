@@ -39,13 +39,18 @@ def frame(command: str, headers: dict[str, str], body: bytes = b"") -> bytes:
     return f"{command}\n{lines}\n".encode() + body + b"\x00"
 
 
-def send_frame(change: Change, *, destination: str, transaction: str) -> bytes:
-    """The persistent SEND for one change, inside a STOMP transaction."""
+def send_frame(
+    change: Change, *, destination: str, transaction: str | None, receipt: str | None = None
+) -> bytes:
+    """The persistent SEND for one change, inside a STOMP transaction (or, with
+    ``transaction=None``, on its own, usually with a ``receipt``)."""
     named = contract.headers(event_id=change.id, table=change.table, op=change.op)
     head = (
         f"SEND\ndestination:{escape(destination)}\npersistent:true\n"
         f"content-type:{CONTENT_TYPE}\n"
         + "".join(f"{key}:{escape(value)}\n" for key, value in named.items())
-        + f"transaction:{escape(transaction)}\ncontent-length:{len(change.body)}\n\n"
+        + (f"transaction:{escape(transaction)}\n" if transaction is not None else "")
+        + (f"receipt:{escape(receipt)}\n" if receipt is not None else "")
+        + f"content-length:{len(change.body)}\n\n"
     )
     return head.encode() + change.body + b"\x00"

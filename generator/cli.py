@@ -28,7 +28,7 @@ from generator import (
     settings,
 )
 from generator import metrics as metrics_module
-from machinedb import cli_args, db_url, logs, secrets, stomp_url
+from machinedb import broker_profile, cli_args, db_url, logs, secrets, stomp_url
 from machinedb import daemon as machinedb_daemon
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stomp-url",
         help="broker(s), comma-separated (env STOMP_URL, or a file named by STOMP_URL_FILE)",
     )
+    parser.add_argument(
+        "--broker",
+        choices=broker_profile.KINDS,
+        type=str.lower,
+        help="the broker's kind (env STOMP_BROKER; default: detected from its CONNECTED frame)",
+    )
     parser.add_argument("--destination", help="change topic (env CDC_DESTINATION)")
     parser.add_argument("--consumer", help="durable consumer name (env DHCP_CONSUMER)")
     parser.add_argument(
@@ -168,8 +174,9 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         )
     db_url.psycopg_url(database_url)  # validates the scheme
     stomp = args.stomp_url or secrets.from_env("STOMP_URL", env)
+    broker_kind = args.broker or env.get("STOMP_BROKER") or None
     if stomp is not None:
-        stomp_url.parse(stomp)
+        stomp_url.parse(stomp, kind=broker_kind)
     destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION
     consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
     fmt: render.Format = args.fmt
@@ -193,6 +200,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
     return settings.Settings(
         database_url=database_url,
         stomp_url=stomp,
+        broker_kind=broker_kind.lower() if broker_kind else None,
         queue=settings.consumer_queue(destination, consumer_name),
         prefetch=args.prefetch,
         ssl_ca_file=args.ssl_ca_file or env.get("SSL_CA_FILE"),

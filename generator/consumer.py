@@ -3,8 +3,16 @@
 stomp.py calls the listener on its receiver thread; the listener only hands frames
 to a queue (and sets flags). The daemon's main thread takes them off, decides, and
 acknowledges: client-individual acks, so a message is gone from the broker only
-after the config that covers it was applied. ``activemq.prefetchSize`` bounds how
-many unacknowledged messages the broker sends before it waits for acks.
+after the config that covers it was applied. The prefetch (``activemq.prefetchSize``,
+RabbitMQ's ``prefetch-count``) bounds how many unacknowledged messages the broker sends
+before it waits for acks. Nothing is ever NACKed (RabbitMQ would requeue it, ActiveMQ
+dead-letter it): what was not acknowledged comes back after a reconnect.
+
+The broker's kind (configured, else named by CONNECTED) says how the durable queue is
+subscribed (``machinedb.broker_profile``): ActiveMQ fills
+``/queue/Consumer.<name>.VirtualTopic.X`` itself; on RabbitMQ the generator reads
+``/amq/queue/Consumer.<name>.VirtualTopic.X`` when it exists, and otherwise declares it
+(durable, bound to the topic) with a SUBSCRIBE to the topic, on a new connection.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import stomp
 from stomp import exception as stomp_exception
 
 from generator import errors
-from machinedb import stomp_url
+from machinedb import broker_profile, stomp_url
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,10 @@ SUBSCRIPTION_ID = "dhcp-generator"
 
 class BrokerUnavailable(errors.GeneratorError):
     """The broker could not be reached, or refused the connection or subscription."""
+
+
+class SubscriptionRefused(BrokerUnavailable):
+    """The broker answered a SUBSCRIBE with an ERROR frame (e.g. no such queue)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,8 +72,10 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
         self.subscribed = threading.Event()
         self.lost = threading.Event()  # the connection dropped: stop waiting for it
         self.error: str | None = None
+        self.server: str | None = None  # CONNECTED's server header
 
     def on_connected(self, frame: stomp.utils.Frame) -> None:
+        self.server = frame.headers.get("server")
         self.connected.set()
 
     def on_receipt(self, frame: stomp.utils.Frame) -> None:
@@ -109,14 +123,34 @@ class Consumer:
         self._generations = itertools.count(1)
         self._generation = 0
         self._conn: stomp.Connection12 | None = None
+        self.profile: broker_profile.Profile | None = None  # known once connected
 
     @property
     def connected(self) -> bool:
         return self._conn is not None
 
     def connect(self, *, timeout: float = CONNECT_TIMEOUT) -> None:
-        """Connect and subscribe, waiting for the broker to confirm both."""
+        """Connect and subscribe, waiting for the broker to confirm both. A refused
+        SUBSCRIBE is followed by the profile's next way to subscribe, if any, on a new
+        connection (a broker closes the connection after an ERROR frame)."""
         self.close()
+        attempt = 0
+        while True:
+            try:
+                self._connect(attempt, timeout=timeout)
+                return
+            except SubscriptionRefused as exc:
+                attempt += 1
+                if self.profile is None or attempt >= len(self._subscriptions(self.profile)):
+                    raise
+                logger.info("%s; subscribing another way", exc)
+
+    def _subscriptions(
+        self, profile: broker_profile.Profile
+    ) -> tuple[broker_profile.Subscription, ...]:
+        return profile.subscriptions(self.queue_name, prefetch=self.prefetch)
+
+    def _connect(self, attempt: int, *, timeout: float) -> None:
         generation = next(self._generations)
         listener = _Listener(self._inbox, generation)
         conn = stomp.Connection12(
@@ -124,6 +158,7 @@ class Consumer:
             heartbeats=(HEARTBEAT, HEARTBEAT),
             reconnect_attempts_max=1,
             timeout=timeout,
+            vhost=self.broker.vhost,  # CONNECT's host header: RabbitMQ's virtual host
         )
         for endpoint in self.broker.endpoints:
             if endpoint.ssl:
@@ -132,14 +167,13 @@ class Consumer:
         try:
             conn.connect(self.broker.username, self.broker.password, wait=False)
             _wait(listener, listener.connected, timeout, what="CONNECTED")
+            self.profile = broker_profile.resolve(self.broker.kind, listener.server)
+            subscription = self._subscriptions(self.profile)[attempt]
             conn.subscribe(
-                self.queue_name,
+                subscription.destination,
                 id=SUBSCRIPTION_ID,
                 ack="client-individual",
-                headers={
-                    "activemq.prefetchSize": str(self.prefetch),
-                    "receipt": _receipt(generation),
-                },
+                headers={**subscription.headers, "receipt": _receipt(generation)},
             )
             _wait(listener, listener.subscribed, timeout, what="SUBSCRIBE receipt")
         except (stomp_exception.StompException, OSError, BrokerUnavailable) as exc:
@@ -151,9 +185,10 @@ class Consumer:
         self._conn = conn
         self._generation = generation
         logger.info(
-            "subscribed to %s on %s (prefetch %d)",
-            self.queue_name,
+            "subscribed to %s on %s (%s, prefetch %d)",
+            subscription.destination,
             self.broker.redacted(),
+            self.profile.kind,
             self.prefetch,
             extra={"action": "subscribed"},
         )
@@ -234,11 +269,19 @@ def _wait(listener: _Listener, event: threading.Event, timeout: float, *, what: 
     deadline = time.monotonic() + timeout
     while not event.wait(0.05):
         if listener.error is not None:
-            raise BrokerUnavailable(f"broker refused: {listener.error}")
+            _refused(listener.error, what)
         if listener.lost.is_set():  # e.g. a broker killed during the handshake
             raise BrokerUnavailable(f"connection lost while waiting for {what}")
         if time.monotonic() >= deadline:
             raise BrokerUnavailable(f"no {what} within {timeout:g} s")
+    if listener.error is not None:  # RabbitMQ answers a refused SUBSCRIBE's receipt too
+        _refused(listener.error, what)
+
+
+def _refused(error: str, what: str) -> None:
+    if what == "SUBSCRIBE receipt":
+        raise SubscriptionRefused(f"broker refused the subscription: {error}")
+    raise BrokerUnavailable(f"broker refused: {error}")
 
 
 def _quiet_disconnect(conn: stomp.Connection12) -> None:

@@ -238,7 +238,7 @@ def run(
             raise StartupError(str(exc)) from exc
         apply.remove_stale_candidates(config.apply.output)
         broker = consumer.Consumer(
-            broker=stomp_url.parse(config.stomp_url),
+            broker=stomp_url.parse(config.stomp_url, kind=config.broker_kind),
             queue_name=config.queue,
             prefetch=config.prefetch,
             ssl_ca_file=config.ssl_ca_file,

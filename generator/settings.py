@@ -91,3 +91,4 @@ class Settings:
     reconcile_grace: float = RECONCILE_GRACE
     metrics_port: int | None = None
     ssl_ca_file: str | None = None  # CA certificates for stomp+ssl:// (None: the system's)
+    broker_kind: str | None = None  # "activemq" or "rabbitmq"; None: detected on connect

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -567,6 +568,267 @@ class ActiveMQPair:
     def destroy(self) -> None:
         for member in self.members:
             member.stop(kill=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+RABBITMQ_START_DEADLINE = 120.0  # seconds; a node is ready in ~5-15 s on 2 busy cores
+RABBITMQ_USER = "guest"  # RabbitMQ's default user, allowed from 127.0.0.1 only
+RABBITMQ_PASSWORD = "guest"  # noqa: S105  (the well-known default, loopback only)
+
+
+def have_rabbitmq() -> bool:
+    return (RABBITMQ_BIN / "rabbitmq-server").exists()
+
+
+class RabbitMQNode:
+    """A RabbitMQ node with its STOMP plugin on 127.0.0.1:``port``, all its state in
+    ``directory``, and its own node name, AMQP and distribution ports.
+
+    Nodes of one ``RabbitMQCluster`` share an epmd port and a home (the Erlang cookie);
+    a lone node gets its own. The node runs as a process group of its own: ``stop``
+    signals the group (SIGTERM: RabbitMQ shuts down cleanly; ``kill``: SIGKILL).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        name: str | None = None,
+        home: Path | None = None,
+        epmd_port: int | None = None,
+        peers: tuple[str, ...] = (),
+    ) -> None:
+        self.directory = Path(directory)
+        self.port_file = self.directory / "ports"
+        saved = self.port_file.read_text().split() if self.port_file.exists() else []
+        if saved:
+            port, node_port, dist_port, epmd_port = (int(x) for x in saved)
+        else:
+            node_port, dist_port = free_port(), free_port()
+        self.port = port or free_port()
+        self.node_port, self.dist_port = node_port, dist_port
+        self.epmd_port = epmd_port or free_port()
+        self.name = name or f"machinedb-{secrets.token_hex(4)}@localhost"
+        self.home = Path(home or self.directory)
+        self.peers = peers  # node names to join (classic peer discovery)
+        self._own_epmd = epmd_port is None and not saved
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"stomp://{RABBITMQ_USER}:{RABBITMQ_PASSWORD}@127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "console.log"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.home),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
+            "RABBITMQ_NODE_PORT": str(self.node_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_PORT": str(self.epmd_port),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    def _write_config(self) -> None:
+        for sub in ("mnesia", "log"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"listeners.tcp.1 = 127.0.0.1:{self.node_port}",
+            f"stomp.listeners.tcp.1 = 127.0.0.1:{self.port}",
+            "log.console = false",
+        ]
+        if self.peers:
+            lines += [
+                "cluster_formation.peer_discovery_backend = classic_config",
+                *(f"cluster_formation.classic_config.nodes.{i} = {peer}"
+                  for i, peer in enumerate(self.peers, 1)),
+            ]  # fmt: skip
+        (self.directory / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
+        (self.directory / "enabled_plugins").write_text("[rabbitmq_stomp].\n")
+        self.port_file.write_text(f"{self.port} {self.node_port} {self.dist_port} {self.epmd_port}")
+
+    def start(self, *, wait: bool = True) -> None:
+        server = RABBITMQ_BIN / "rabbitmq-server"
+        if not server.exists():
+            raise ServiceError(f"{server} not found (apt-get install rabbitmq-server)")
+        self._write_config()
+        with open(self.log_file, "ab") as console:
+            self._proc = subprocess.Popen(
+                [str(server)],
+                env=self.environment(),
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        (self.directory / "rabbitmq.pid").write_text(str(self._proc.pid))
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        try:
+            wait_for_port(self.port, deadline=RABBITMQ_START_DEADLINE, proc=self._proc)
+        except ServiceError as exc:
+            self.stop(kill=True)
+            tail = self.log_file.read_text(errors="replace")[-2000:]
+            raise ServiceError(f"RabbitMQ {self.name} did not start: {exc}\n{tail}") from exc
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """``rabbitmqctl -n NODE ARGS``; its output, ServiceError when it fails."""
+        done = subprocess.run(
+            [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args],
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ServiceError(f"rabbitmqctl {' '.join(args)}: {done.stdout}{done.stderr}".strip())
+        return done.stdout
+
+    def pid(self) -> int | None:
+        pid_file = self.directory / "rabbitmq.pid"
+        if not pid_file.exists():
+            return None
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the node's process group (and, for a lone node, its epmd)."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
+            end = time.monotonic() + STOP_DEADLINE
+            while time.monotonic() < end and _group_alive(pid):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                time.sleep(0.1)
+            if _group_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            if self._proc is not None:
+                self._proc.wait(STOP_DEADLINE)
+                self._proc = None
+            (self.directory / "rabbitmq.pid").unlink(missing_ok=True)
+        if self._own_epmd:
+            stop_epmd(self.epmd_port)
+
+    def restart(self) -> None:
+        self.stop_node_only()
+        self.start()
+
+    def stop_node_only(self, *, kill: bool = False) -> None:
+        """Stop the node but keep epmd (the node, or its cluster, starts again)."""
+        own, self._own_epmd = self._own_epmd, False
+        try:
+            self.stop(kill=kill)
+        finally:
+            self._own_epmd = own
+
+    def destroy(self) -> None:
+        self.stop(kill=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of our own children count as gone once reaped; reap what we can
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_epmd(port: int) -> None:
+    """Stop the epmd that nodes started on ``port`` (they start it and leave it running)."""
+    epmd = shutil.which("epmd") or "/usr/bin/epmd"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [epmd, "-port", str(port), "-kill"], capture_output=True, timeout=10, check=False
+        )
+
+
+class RabbitMQCluster:
+    """``size`` RabbitMQ nodes on this machine forming one cluster (classic peer
+    discovery: the first node starts alone, the others join it on their first boot).
+
+    ``url`` lists every node's STOMP port, as a failover STOMP_URL does.
+    """
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.directory = Path(directory)
+        self.home = self.directory / "home"
+        self.epmd_port = free_port()
+        tag = secrets.token_hex(3)
+        names = tuple(f"machinedb-{tag}-{i}@localhost" for i in range(1, size + 1))
+        self.nodes = [
+            RabbitMQNode(
+                self.directory / f"node{i}",
+                name=name,
+                home=self.home,
+                epmd_port=self.epmd_port,
+                peers=names,
+            )
+            for i, name in enumerate(names, 1)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self) -> None:
+        try:
+            self.nodes[0].start()
+            for node in self.nodes[1:]:
+                node.start(wait=False)
+            for node in self.nodes[1:]:
+                node.wait_ready()
+        except ServiceError:
+            self.stop()
+            raise
+
+    def members(self) -> set[str]:
+        """The running nodes the first reachable node counts in its cluster."""
+        for node in self.nodes:
+            if node.pid() is None:
+                continue
+            out = node.ctl("cluster_status", "--formatter", "json")
+            return set(json.loads(out).get("running_nodes", []))
+        return set()
+
+    def stop(self, *, kill: bool = False) -> None:
+        for node in self.nodes:
+            node.stop(kill=kill)
+        stop_epmd(self.epmd_port)
+
+    def destroy(self) -> None:
+        self.stop(kill=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
