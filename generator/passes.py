@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -102,6 +103,7 @@ class Pipeline:
         self.server = server
         self.hosts = hosts  # dhcpd's OMAPI: host changes without a restart
         self.restart_settle = restart_settle  # seconds for a restarted dhcpd's OMAPI
+        self._in_place = False  # the last apply put the state's document in place
         self.kea_hosts: kea_hosts.Writer | None = None  # Kea's hosts database, on first use
         # what the server runs: the preamble and reservation count of the file it
         # loaded last (None until the file in place was looked at)
@@ -169,6 +171,13 @@ class Pipeline:
         current.update(named.wanted, named.gone)
         _report(current.problems_of(row.id for row in named.wanted), level=logging.WARNING)
         self._observe(current, started)
+        if self._in_place and not current.changed():
+            # nothing the server runs changed (a change outside the scope, a repeated
+            # or forged message): no document, no file read, no write
+            self.metrics.renders.labels("unchanged").inc()
+            self.metrics.applies.labels("unchanged").inc()
+            self.metrics.confirmed()
+            return named.visibility
         return named.visibility if self._apply(current) else None
 
     def document(self) -> render.Document:
@@ -183,7 +192,8 @@ class Pipeline:
         preamble = self._preamble_of(current)
         blocks = tuple(current.outputs())
         parts = render_isc.Parts(preamble=preamble, hosts=blocks)
-        return render.Document(fmt="isc", text=preamble + "".join(blocks), parts=parts)
+        text = "".join(itertools.chain((preamble,), blocks))  # one copy of a large text
+        return render.Document(fmt="isc", text=text, parts=parts)
 
     def _apply(self, current: state.State[Any]) -> bool:
         taken = current.take_changes()
@@ -195,6 +205,7 @@ class Pipeline:
             ok = False
         if not ok:
             current.restore_changes(taken)
+        self._in_place = ok
         return ok
 
     def _put_in_place(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:

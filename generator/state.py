@@ -252,6 +252,11 @@ class State(Generic[Out]):
     def problem_count(self) -> int:
         return len(self.subnet_problems) + len(self._faults) + len(self._losers)
 
+    def changed(self) -> bool:
+        """True if some address's output differs from what it was when changes were
+        last taken."""
+        return any(before != self.output_at(a) for a, before in self.changes.items())
+
     def take_changes(self) -> list[tuple[int, Out | None, Out | None]]:
         """(address, output before, output now) for every address whose output changed
         since the last call; forgets them."""
