@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/run",
         description=__doc__.split("\n\n")[0],
-        epilog="State directory layout: pg/ (PostgreSQL), activemq/ (broker), logs/, and the "
+        epilog="State directory layout: pg/ (PostgreSQL), activemq/ or rabbitmq/ (broker), logs/, "
+        "and the "
         "rendered dhcpd.conf or kea-dhcp4.conf.",
     )
     parser.add_argument(
@@ -42,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--format", choices=["isc", "kea"], default="isc", help="config format (default: isc)"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=["activemq", "rabbitmq"],
+        default="activemq",
+        help="the broker to start (default: activemq)",
     )
     parser.add_argument(
         "--smoke",
@@ -136,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     output = state / ("dhcpd.conf" if args.format == "isc" else "kea-dhcp4.conf")
     cluster = services.PostgresCluster(state / "pg")
-    broker = services.ActiveMQBroker(state / "activemq")
+    broker: services.ActiveMQBroker | services.RabbitMQNode = (
+        services.RabbitMQNode(state / "rabbitmq")
+        if args.broker == "rabbitmq"
+        else services.ActiveMQBroker(state / "activemq")
+    )
     daemons: list[tuple[str, subprocess.Popen[bytes]]] = []
     stop = {"requested": False}
 
@@ -149,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("starting PostgreSQL on port %s", cluster.port)
         cluster.start()
         db_url = prepare_database(cluster)
-        logger.info("starting ActiveMQ (STOMP on port %s)", broker.port)
+        logger.info("starting %s (STOMP on port %s)", args.broker, broker.port)
         broker.start()
+        if isinstance(broker, services.RabbitMQNode):  # the queue before the first change
+            broker.declare_queues(["/queue/Consumer.dhcp.VirtualTopic.machinedb.changes"])
         env = {**os.environ, "DATABASE_URL": db_url, "STOMP_URL": broker.url}
         daemons.append(("cdc-relay", start_daemon("cdc-relay", [], env, logs)))
         generator_args = [

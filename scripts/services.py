@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -603,8 +603,10 @@ class RabbitMQNode:
         self.directory = Path(directory)
         self.port_file = self.directory / "ports"
         saved = self.port_file.read_text().split() if self.port_file.exists() else []
-        if saved:
-            port, node_port, dist_port, epmd_port = (int(x) for x in saved)
+        self._own_epmd = epmd_port is None
+        if saved:  # a node started here before: same name (its data), same ports
+            port, node_port, dist_port, saved_epmd = (int(x) for x in saved[:4])
+            name, epmd_port = name or saved[4], epmd_port or saved_epmd
         else:
             node_port, dist_port = free_port(), free_port()
         self.port = port or free_port()
@@ -613,7 +615,6 @@ class RabbitMQNode:
         self.name = name or f"machinedb-{secrets.token_hex(4)}@localhost"
         self.home = Path(home or self.directory)
         self.peers = peers  # node names to join (classic peer discovery)
-        self._own_epmd = epmd_port is None and not saved
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -657,7 +658,9 @@ class RabbitMQNode:
             ]  # fmt: skip
         (self.directory / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
         (self.directory / "enabled_plugins").write_text("[rabbitmq_stomp].\n")
-        self.port_file.write_text(f"{self.port} {self.node_port} {self.dist_port} {self.epmd_port}")
+        self.port_file.write_text(
+            f"{self.port} {self.node_port} {self.dist_port} {self.epmd_port} {self.name}"
+        )
 
     def start(self, *, wait: bool = True) -> None:
         server = RABBITMQ_BIN / "rabbitmq-server"
@@ -684,6 +687,25 @@ class RabbitMQNode:
             self.stop(kill=True)
             tail = self.log_file.read_text(errors="replace")[-2000:]
             raise ServiceError(f"RabbitMQ {self.name} did not start: {exc}\n{tail}") from exc
+
+    def declare_queues(self, queues: Sequence[str], *, quorum: bool = False) -> None:
+        """Declare each consumer queue (``/queue/Consumer.<name>.VirtualTopic.X``) as a
+        durable queue bound to its topic, as a generator's first SUBSCRIBE would: RabbitMQ
+        drops what it is sent while no queue is bound."""
+        import stomp  # noqa: PLC0415  (the scripts need it only for RabbitMQ)
+
+        from machinedb import broker_profile  # noqa: PLC0415
+
+        conn = stomp.Connection12([("127.0.0.1", self.port)], vhost="/")
+        conn.connect(RABBITMQ_USER, RABBITMQ_PASSWORD, wait=True)
+        try:
+            for n, queue in enumerate(queues):
+                topic, name = broker_profile.split_queue(queue)
+                headers = broker_profile.declare_headers(name, quorum=quorum)
+                conn.subscribe(topic, id=f"declare-{n}", ack="client-individual", headers=headers)
+                conn.unsubscribe(id=f"declare-{n}")
+        finally:
+            conn.disconnect()  # DISCONNECT waits for its receipt: the SUBSCRIBEs are done
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """``rabbitmqctl -n NODE ARGS``; its output, ServiceError when it fails."""
@@ -784,8 +806,14 @@ class RabbitMQCluster:
     def __init__(self, directory: Path, size: int = 3) -> None:
         self.directory = Path(directory)
         self.home = self.directory / "home"
-        self.epmd_port = free_port()
-        tag = secrets.token_hex(3)
+        saved = self.directory / "cluster"  # tag and epmd port: start and stop agree
+        if saved.exists():
+            tag, epmd = saved.read_text().split()
+            self.epmd_port = int(epmd)
+        else:
+            tag, self.epmd_port = secrets.token_hex(3), free_port()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            saved.write_text(f"{tag} {self.epmd_port}")
         names = tuple(f"machinedb-{tag}-{i}@localhost" for i in range(1, size + 1))
         self.nodes = [
             RabbitMQNode(
@@ -866,7 +894,9 @@ def prepare_database(cluster: PostgresCluster, *, migrate_it: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["start", "stop"])
-    parser.add_argument("service", choices=["pg", "activemq", "all", "pair"])
+    parser.add_argument(
+        "service", choices=["pg", "activemq", "all", "pair", "rabbitmq", "rabbitmq-cluster"]
+    )
     parser.add_argument("--dir", required=True, type=Path, help="state directory")
     parser.add_argument("--pg-port", type=int, help="PostgreSQL port (default: a free one)")
     parser.add_argument("--stomp-port", type=int, help="STOMP port (default: a free one)")
@@ -880,13 +910,19 @@ def main(argv: list[str] | None = None) -> int:
     # any working directory (alembic.ini's prepend_sys_path "." is the working directory)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    services: list[PostgresCluster | ActiveMQBroker | ActiveMQPair] = []
+    services: list[
+        PostgresCluster | ActiveMQBroker | ActiveMQPair | RabbitMQNode | RabbitMQCluster
+    ] = []
     if args.service in ("pg", "all"):
         services.append(PostgresCluster(args.dir / "pg", args.pg_port))
     if args.service in ("activemq", "all"):
         services.append(ActiveMQBroker(args.dir / "activemq", args.stomp_port))
     if args.service == "pair":  # an ActiveMQ shared-store master/slave pair
         services.append(ActiveMQPair(args.dir / "activemq-pair"))
+    if args.service == "rabbitmq":  # one RabbitMQ node with the STOMP plugin
+        services.append(RabbitMQNode(args.dir / "rabbitmq", args.stomp_port))
+    if args.service == "rabbitmq-cluster":  # three nodes on this machine
+        services.append(RabbitMQCluster(args.dir / "rabbitmq-cluster"))
     try:
         for svc in services:
             if args.action == "start":
