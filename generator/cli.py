@@ -20,6 +20,7 @@ from generator import (
     apply,
     daemon,
     errors,
+    kea_hosts,
     omapi,
     passes,
     read,
@@ -83,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="ISC: a file holding dhcpd's 'key NAME { algorithm hmac-md5; secret \"...\"; };'"
         " statement, not readable by everyone; dhcpd.conf includes it by this path"
         " (env DHCP_OMAPI_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--kea-hosts-database",
+        metavar="URL",
+        help="Kea: write reservations into Kea's PostgreSQL hosts database (kea-admin db-init"
+        " pgsql) as this login, instead of into the file (env KEA_HOSTS_DATABASE_URL, or a"
+        " file named by KEA_HOSTS_DATABASE_URL_FILE)",
+    )
+    parser.add_argument(
+        "--kea-hosts-reader",
+        metavar="URL",
+        help="Kea: how Kea itself reaches that database, rendered into hosts-database:"
+        " postgresql://USER@HOST:PORT/DB, no password (Kea reads it from its PGPASSFILE);"
+        " ?host=/DIR for a unix socket (env KEA_HOSTS_READER_URL; default: the"
+        " --kea-hosts-database URL without its password)",
     )
     parser.add_argument(
         "--interface",
@@ -180,6 +196,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
     destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION
     consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
     fmt: render.Format = args.fmt
+    hosts_database, reader = _kea_hosts(args, env)
     _check_kea_only(args)
     target = _omapi_target(args, env)
     omapi_options = (
@@ -196,6 +213,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         interfaces=tuple(args.interface),
         lease_file=args.kea_lease_file or render_options.KEA_LEASE_FILE,
         **({"control_socket": args.kea_control_socket} if args.kea_control_socket else {}),
+        kea_hosts_database=reader,
     )
     return settings.Settings(
         database_url=database_url,
@@ -218,9 +236,29 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
             removal_floor=args.removal_floor,
             syntax_check=not args.no_syntax_check,
             omapi=target,
+            kea_hosts_database=hosts_database,
             options=options,
         ),
     )
+
+
+def _kea_hosts(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[str | None, render_options.KeaHostsDatabase | None]:
+    """The generator's URL of Kea's hosts database, and what Kea is told of it."""
+    url = args.kea_hosts_database or secrets.from_env("KEA_HOSTS_DATABASE_URL", env)
+    reader_url = args.kea_hosts_reader or env.get("KEA_HOSTS_READER_URL") or None
+    args.kea_hosts_database = url  # for _check_kea_only: the environment counts too
+    if url is None:
+        if reader_url is not None:
+            raise ValueError("--kea-hosts-reader needs --kea-hosts-database")
+        return None, None
+    if args.fmt != "kea":
+        return url, None  # refused by _check_kea_only
+    reader = kea_hosts.reader_of(url, drop_password=True)  # also checks the URL
+    if reader_url is not None:
+        reader = kea_hosts.reader_of(reader_url)
+    return url, reader
 
 
 def _omapi_target(args: argparse.Namespace, env: Mapping[str, str]) -> settings.OmapiTarget | None:
@@ -254,6 +292,8 @@ KEA_ONLY = {
     " own command line",
     "kea_lease_file": "--kea-lease-file needs --format kea: ISC dhcpd takes its lease file"
     " on its own command line (-lf)",
+    "kea_hosts_database": "--kea-hosts-database (KEA_HOSTS_DATABASE_URL) needs --format kea:"
+    " ISC dhcpd takes host changes over OMAPI (--omapi)",
 }
 
 
@@ -287,7 +327,15 @@ def _once(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
     hosts = passes.omapi_client(config.apply)
     try:
         server = _server_id(engine, config)
-        if hosts is None:
+        check_kea_hosts(config.apply)
+        if config.apply.kea_hosts_database is not None:  # the rows, then the file
+            pipeline = passes.Pipeline(engine, config=config.apply, metrics=metrics, server=server)
+            try:
+                ok = pipeline.full()
+            finally:
+                if pipeline.kea_hosts is not None:
+                    pipeline.kea_hosts.close()
+        elif hosts is None:
             ok = passes.render_pass(engine, config=config.apply, metrics=metrics, server=server)
         else:  # the difference from the file in place goes to dhcpd over OMAPI
             pipeline = passes.Pipeline(
@@ -307,7 +355,24 @@ def _server_id(engine: sqlalchemy.Engine, config: settings.Settings) -> int | No
     return None if config.server is None else read.find_server(engine, config.server)
 
 
+def check_kea_hosts(config: settings.ApplySettings) -> None:
+    """At start: Kea's hosts database has the schema Kea 2.2 reads and this login may
+    write it (``kea_hosts.KeaHostsError`` with a one-line reason if not)."""
+    if config.kea_hosts_database is None:
+        return
+    database = kea_hosts.Database(url=db_url.psycopg_url(config.kea_hosts_database))
+    try:
+        version = database.check()
+    finally:
+        database.close()
+    logger.info("Kea hosts database %s: schema %s", database.name, version)
+
+
 def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
+    try:
+        check_kea_hosts(config.apply)
+    except errors.GeneratorError as exc:
+        return _fail(str(exc))
     if config.metrics_port is not None:
         try:
             metrics.serve(config.metrics_port)

@@ -21,6 +21,34 @@ LEASE_TIME_LIMIT = 2**31 - 1  # seconds
 _INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}(/[0-9.]{7,15})?|\*")
 _PATH = re.compile(r"/[A-Za-z0-9_./+-]{1,4095}")
 _KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
+# PostgreSQL names Kea is told in hosts-database (a database and a role), and where it
+# connects: a host name or address, or a unix socket directory (an absolute path).
+_PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+_PG_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}|/[A-Za-z0-9_./+-]{0,4094}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeaHostsDatabase:
+    """How Kea reaches its PostgreSQL hosts database (``hosts-database``), read-only.
+
+    There is no password here, and so none in the rendered file: Kea's libpq takes it
+    from the password file its environment names (``PGPASSFILE``), or the server
+    needs none (peer authentication over a unix socket).
+    """
+
+    name: str
+    host: str
+    port: int
+    user: str
+
+    def __post_init__(self) -> None:
+        for label, value in (("database", self.name), ("user", self.user)):
+            if not _PG_NAME.fullmatch(value):
+                raise errors.InvalidOptions(f"Kea hosts database {label} {value!r} is not valid")
+        if not _PG_HOST.fullmatch(self.host):
+            raise errors.InvalidOptions(f"Kea hosts database host {self.host!r} is not valid")
+        if not 1 <= self.port <= 65535:
+            raise errors.InvalidOptions(f"Kea hosts database port {self.port} is not in 1..65535")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +69,8 @@ class RenderOptions:
     omapi_port: int | None = None
     omapi_key_name: str | None = None
     omapi_key_file: str | None = None
+    # Kea: reservations live in this hosts database, not in the file.
+    kea_hosts_database: KeaHostsDatabase | None = None
 
     def __post_init__(self) -> None:
         # Coerce a list to a tuple: the object stays hashable and immutable.

@@ -73,6 +73,9 @@ class ApplySettings:
     syntax_check: bool = True
     reload_timeout: float = RELOAD_TIMEOUT
     omapi: OmapiTarget | None = None  # ISC: host changes over OMAPI, without a restart
+    # Kea: the generator's URL of Kea's hosts database (reservations go there, not into
+    # the file); it holds a password, so it stays out of the repr.
+    kea_hosts_database: str | None = field(default=None, repr=False)
     options: render_options.RenderOptions = field(default_factory=render_options.RenderOptions)
 
 
