@@ -135,6 +135,8 @@ def test_master_killed_mid_burst_the_slave_takes_over_and_nothing_is_lost(
     try:
         gs.wait_for(out.exists, what=f"the first render\n{generator.output()}")
         relay = spawn_relay(db_url=db_url, stomp_url=pair.url, destination=TOPIC)
+        # past its start-up checks (a broker it cannot reach then is a start-up failure)
+        h.wait_until(lambda: h.leader_pid(db_url) is not None, deadline=60, what="the relay")
         master = pair.master()
         assert master is not None
         slave = next(m for m in pair.members if m is not master)

@@ -821,3 +821,75 @@ def test_the_commands_accept_the_compose_configuration(
     assert broker.username == BROKER_USER[name]
     assert broker.password
     assert ca_file == str(generated_secrets / "broker-ca.pem")
+
+
+# ---- the ActiveMQ master/slave pair (profile activemq-pair) -------------------------------
+
+PAIR = ("activemq-a", "activemq-b")
+PAIR_STORE = "/var/lib/machinedb/kahadb"
+
+
+def kahadb(config: str) -> ET.Element:
+    tree = ET.parse(ROOT / "deploy" / "activemq" / config)
+    found = list(tree.iter(f"{AMQ_NS}kahaDB"))
+    assert len(found) == 1, config
+    return found[0]
+
+
+@pytest.mark.parametrize("config", ["activemq-pair.xml", "activemq-pair-secure.xml"])
+def test_pair_configs_share_one_kahadb_with_fast_lock_checks(config: str) -> None:
+    store = kahadb(config)
+    assert store.get("directory") == "${machinedb.kahadb}"  # no default: required
+    assert store.get("lockKeepAlivePeriod") == "1000"
+    lockers = list(store.iter(f"{AMQ_NS}shared-file-locker"))
+    assert [locker.get("lockAcquireSleepInterval") for locker in lockers] == ["1000"]
+    assert declared_queues(config) == declared_queues("activemq.xml")
+
+
+def test_the_secure_pair_config_is_the_secure_config_with_the_shared_store() -> None:
+    def without_store(config: str) -> str:
+        tree = ET.parse(ROOT / "deploy" / "activemq" / config)
+        broker = next(tree.iter(f"{AMQ_NS}broker"))
+        broker.remove(next(broker.iter(f"{AMQ_NS}persistenceAdapter")))
+        for element in tree.iter():  # layout and comments aside
+            element.text = (element.text or "").strip()
+            element.tail = (element.tail or "").strip()
+        return ET.tostring(tree.getroot(), encoding="unicode")
+
+    assert without_store("activemq-pair-secure.xml") == without_store("activemq-secure.xml")
+
+
+def test_the_pair_profile_runs_two_brokers_on_one_shared_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    single = command(services["activemq"])
+    stores, data = set(), set()
+    for name in PAIR:
+        member = services[name]
+        assert member["profiles"] == ["activemq-pair"]
+        assert member["image"] == services["activemq"]["image"]
+        cmd = command(member)
+        assert f"-Dmachinedb.kahadb={PAIR_STORE}" in cmd
+        assert [c for c in cmd if c != f"-Dmachinedb.kahadb={PAIR_STORE}"] == single
+        conf = mount_for(member, f"{ACTIVEMQ_CONF}/activemq.xml")
+        assert conf["source"] == "./deploy/activemq/activemq-pair-secure.xml"
+        assert conf["read_only"]
+        for secret in ("credentials.properties", "broker.p12"):
+            mount = mount_for(member, f"{ACTIVEMQ_CONF}/{secret}")
+            assert secret_name(mount) == secret and mount["read_only"]
+        stores.add(mount_for(member, PAIR_STORE)["source"])
+        data.add(mount_for(member, "/opt/apache-activemq/data")["source"])
+        assert "ports" not in member, "the brokers are for the compose network only"
+    assert len(stores) == 1 and stores <= set(compose["volumes"])
+    assert len(data) == 2 and data <= set(compose["volumes"])
+    assert not stores & data
+
+
+def test_the_pair_is_documented() -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    reliability = (ROOT / "docs" / "reliability.md").read_text()
+    for text in (deployment, reliability):
+        assert "lockAcquireSleepInterval" in text and "lockKeepAlivePeriod" in text
+        assert "NFSv3" in text
+    assert "--profile activemq-pair" in deployment
+    assert "scripts/services.py start pair" in deployment
