@@ -38,9 +38,32 @@ class Base(DeclarativeBase):
 
 metadata = Base.metadata
 
+# Boot options (migration 0007): the same five columns on subnet, hardware_type and
+# host; host over hardware type over subnet (docs/dba.md).
+BOOT_FILE_COLUMNS = ("boot_file", "boot_file_bios", "boot_file_uefi_x64", "boot_file_uefi_arm64")
 
-class HardwareType(Base):
+
+def _boot_checks(table: str) -> tuple[CheckConstraint, CheckConstraint]:
+    files = " AND ".join(f"machinedb.is_boot_file_name({column})" for column in BOOT_FILE_COLUMNS)
+    return (
+        CheckConstraint("machinedb.is_next_server(next_server)", name=f"{table}_next_server_ipv4"),
+        CheckConstraint(files, name=f"{table}_boot_file_name"),
+    )
+
+
+class BootOptions:
+    """The boot option columns; NULL inherits from the next level."""
+
+    next_server: Mapped[IPAddress | None] = mapped_column(INET)
+    boot_file: Mapped[str | None] = mapped_column(Text)
+    boot_file_bios: Mapped[str | None] = mapped_column(Text)
+    boot_file_uefi_x64: Mapped[str | None] = mapped_column(Text)
+    boot_file_uefi_arm64: Mapped[str | None] = mapped_column(Text)
+
+
+class HardwareType(BootOptions, Base):
     __tablename__ = "hardware_type"
+    __table_args__ = _boot_checks("hardware_type")
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)
@@ -48,11 +71,12 @@ class HardwareType(Base):
     model: Mapped[str | None] = mapped_column(Text)
 
 
-class Host(Base):
+class Host(BootOptions, Base):
     __tablename__ = "host"
     __table_args__ = (
         CheckConstraint("machinedb.is_rfc1123_name(hostname)", name="host_hostname_rfc1123"),
         Index("host_hardware_type_id_idx", "hardware_type_id"),
+        *_boot_checks("host"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -66,7 +90,7 @@ class Host(Base):
 Index("host_hostname_lower_key", func.lower(Host.hostname), unique=True)
 
 
-class Subnet(Base):
+class Subnet(BootOptions, Base):
     __tablename__ = "subnet"
     __table_args__ = (
         ExcludeConstraint(
@@ -75,6 +99,7 @@ class Subnet(Base):
         CheckConstraint("pool_start <= pool_end", name="subnet_pool_order"),
         CheckConstraint("(pool_start IS NULL) = (pool_end IS NULL)", name="subnet_pool_complete"),
         CheckConstraint("lease_time > 0", name="subnet_lease_time_positive"),
+        *_boot_checks("subnet"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -54,7 +54,19 @@ def test_multi_row_insert_gives_one_row_each_in_key_order(db: psycopg.Connection
     assert len({r[5] for r in rows}) == 1  # one transaction
     assert [r[3] for r in rows] == [None, None, None]  # no before image for an INSERT
     assert [r[4] for r in rows] == [
-        {"id": i, "hostname": name, "hardware_type_id": None, "enabled": True, "description": None}
+        {
+            "id": i,
+            "hostname": name,
+            "hardware_type_id": None,
+            "enabled": True,
+            "description": None,
+            # boot options (migration 0007)
+            "next_server": None,
+            "boot_file": None,
+            "boot_file_bios": None,
+            "boot_file_uefi_x64": None,
+            "boot_file_uefi_arm64": None,
+        }
         for i, name in ((1, "a"), (2, "b"), (3, "c"))
     ]
     assert [r[4] for r in rows] == [row_image(db, "host", i) for i in (1, 2, 3)]

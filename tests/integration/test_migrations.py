@@ -75,6 +75,11 @@ def assert_capture_works(url: str) -> None:
         "hardware_type_id": None,
         "enabled": True,
         "description": None,
+        "next_server": None,
+        "boot_file": None,
+        "boot_file_bios": None,
+        "boot_file_uefi_x64": None,
+        "boot_file_uefi_arm64": None,
     }
 
 
