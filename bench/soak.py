@@ -2,16 +2,21 @@
 """Chaos soak: the whole pipeline under a mixed write load while its services are
 killed and restarted at random moments; then proof that nothing was lost.
 
-Starts its own PostgreSQL (fsync on) and ActiveMQ, a migrated database with an initial
-inventory, ``cdc-relay`` and ``dhcp-generator`` (with ``dhcpd -t`` and a reload command
-that plays dhcpd), then for ``--duration`` seconds runs writer threads, probes timed
-into dhcpd.conf, and a chaos thread. At the end it waits for the pipeline to drain and
-checks: every outbox id reached an independent consumer of the topic, dhcpd was never
-handed a config it rejected, and the daemon's dhcpd.conf equals a fresh
-``dhcp-generator --once`` render byte for byte. Exit code 0 only if every check passed.
+Starts its own PostgreSQL (fsync on) and ActiveMQ, a migrated database with two DHCP
+servers' scopes and an initial inventory, a real ISC dhcpd in a network namespace,
+``cdc-relay`` and ``dhcp-generator --server soak`` (host changes over dhcpd's OMAPI,
+restarts through a reload command, frequent reconciliations), then for ``--duration``
+seconds runs writer threads, probes timed into dhcpd.conf, and a chaos thread. At the
+end it waits for the pipeline to drain and for one more reconciliation, and checks:
+every outbox id reached an independent consumer of the topic, dhcpd never refused a
+config, no reconciliation found a difference, dhcpd serves exactly the database's
+reservations of the scope (every MAC the soak ever used looked up over OMAPI), and
+the daemon's dhcpd.conf equals a fresh ``dhcp-generator --once`` render byte for byte.
+Exit code 0 only if every check passed.
 
     .venv/bin/python bench/soak.py [--duration 180] [--seed 1] [--writers 4] [--hosts 300]
-                                   [--json results.json] [--workdir DIR] [--keep]
+                                   [--reconcile-interval 20] [--json results.json]
+                                   [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -40,12 +45,16 @@ from typing import Any
 import psycopg
 import soak_audit
 import soak_chaos
+import soak_dhcpd
 import soak_env
 import soak_load
 import soak_report
 
 # isort: split
 import services  # scripts/services.py, on sys.path once soak_env is imported
+
+from generator import omapi
+from tests.e2e import netns
 
 logger = logging.getLogger("soak")
 
@@ -58,6 +67,8 @@ THINK = 0.02  # seconds each writer pauses between transactions
 CODE_DIRS = ("cdc", "generator", "machinedb", "migrations")  # what the pipeline runs
 SLOWEST_PROBES = 10  # listed with the faults behind each in the JSON results
 AFTERMATH = 30.0  # seconds a fault may still delay changes after it ended (back-off cap)
+RECONCILE_INTERVAL = 20.0  # seconds between the generator's reconciliations
+RECONCILE_SLACK = 25.0  # seconds past the interval to wait for the final one (grace: 10 s)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hosts", type=int, default=300, help="hosts in the initial inventory")
     parser.add_argument("--think", type=float, default=THINK, help="writer pause, seconds")
     parser.add_argument("--probe-every", type=float, default=0.5, help="seconds between probes")
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=RECONCILE_INTERVAL,
+        help="the generator's --reconcile-interval, seconds",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument(
         "--workdir", type=Path, help="logs, configs and service data (default: a new temp dir)"
@@ -98,6 +115,12 @@ class Soak:
         self.load_stop = threading.Event()
         self.watch_stop = threading.Event()
         self.cluster: services.PostgresCluster | None = None
+        self.stack = contextlib.ExitStack()  # the network namespaces
+        self.net: netns.Link | None = None
+        self.dhcpd: soak_dhcpd.Dhcpd | None = None
+        self.omapi_key: omapi.Key | None = None
+        self.omapi_port = services.free_port()  # free here too: render_once's closed port
+        self.audit: soak_dhcpd.Audit | None = None
         self.broker: services.ActiveMQBroker | None = None
         self.auditor: soak_audit.Auditor | None = None
         self.relay: soak_env.Daemon | None = None
@@ -119,35 +142,52 @@ class Soak:
         began = time.monotonic()
         self.source = source_version()
         self.paths.logs.mkdir(parents=True, exist_ok=True)
-        soak_env.write_reload_wrapper(self.paths)
+        self.net = self.stack.enter_context(netns.link(control=True))
+        self.dhcpd = soak_dhcpd.Dhcpd(self.net, self.paths, self.omapi_port)
+        self.dhcpd.write_reload_wrapper()
+        self.omapi_key = soak_dhcpd.write_key(self.paths.omapi_key)
+        logger.info(
+            "dhcpd will serve %s in namespace %s, OMAPI at %s",
+            self.net.network, self.net.server_ns, self.dhcpd.omapi_address,
+        )  # fmt: skip
         logger.info("starting PostgreSQL and ActiveMQ in %s", self.paths.root)
         self.cluster, self.broker = soak_env.make_services(self.paths)
         soak_env.start_services(self.cluster, self.broker)
-        self.db_url = soak_env.prepare_database(self.cluster)
+        self.db_url = soak_env.prepare_database(self.cluster, self.net.network)
         self._load_inventory()
         topic = soak_env.DESTINATION.removeprefix("/topic/")
         queue = f"/queue/Consumer.{self.args.audit_consumer}.{topic}"
         self.auditor = soak_audit.Auditor(self.broker.port, queue)
         env = soak_env.daemon_env(self.db_url, self.broker.url)
         self.relay = soak_env.relay_daemon(env, self.paths, self.relay_metrics.port)
-        self.generator = soak_env.generator_daemon(env, self.paths, self.generator_metrics.port)
+        self.generator = soak_env.generator_daemon(
+            env,
+            self.paths,
+            metrics_port=self.generator_metrics.port,
+            omapi=self.dhcpd.omapi_address,
+            reconcile_interval=self.args.reconcile_interval,
+        )
         self.relay.start()
         self.generator.start()
         self.watcher.start()
         if not soak_env.wait_until(self._drained, deadline=SETTLE_DEADLINE):
             raise RuntimeError("the pipeline did not settle on the initial inventory")
+        if not self.dhcpd.running():
+            raise RuntimeError(f"dhcpd is not running; see {self.paths.logs}")
         self.timings["setup"] = time.monotonic() - began
         logger.info("pipeline settled on the initial inventory in %.1f s", self.timings["setup"])
 
     def _load_inventory(self) -> None:
+        assert self.net is not None
         rng = random.Random(f"{self.args.seed}-inventory")
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             soak_load.bulk_import(conn, rng, self.args.hosts, prefix="i")
+            soak_load.link_hosts(conn, [str(self.net.host(n)) for n in soak_env.LINK_HOSTS])
 
     # ---- load and faults -------------------------------------------------------------
 
     def run(self) -> None:
-        assert self.relay and self.generator and self.broker and self.cluster
+        assert self.relay and self.generator and self.broker and self.cluster and self.dhcpd
         config = soak_load.LoadConfig(
             db_url=self.db_url,
             seed=self.args.seed,
@@ -177,6 +217,7 @@ class Soak:
             generator=self.generator,
             broker=self.broker,
             cluster=self.cluster,
+            dhcpd=self.dhcpd,
             after_generator_kill=self._check_loaded_after_kill,
         )
         self.chaos = soak_chaos.Chaos(
@@ -208,9 +249,12 @@ class Soak:
                 self._progress()
 
     def _monitor(self) -> None:
-        assert self.relay and self.generator
+        assert self.relay and self.generator and self.dhcpd
+        current = self.chaos.current if self.chaos is not None else ""
+        outage = current if current in ("broker", "postgres") else ""
         for daemon in (self.relay, self.generator):
-            daemon.restart_if_crashed()
+            daemon.restart_if_crashed(outage=outage)
+        self.dhcpd.restart_if_crashed()
         self.relay_metrics.poll(self.relay.pid)
         self.generator_metrics.poll(self.generator.pid)
 
@@ -227,13 +271,12 @@ class Soak:
         )
 
     def _check_loaded_after_kill(self) -> str:
-        """After a generator kill: is the file in place the one dhcpd last loaded?"""
+        """After a generator kill: is the file in place the one dhcpd runs (restarted
+        with it, or given its host changes over OMAPI), as the generator recorded?"""
         time.sleep(0.5)  # a reload command already running finishes on its own
-        in_place = soak_env.sha256_of(self.paths.output)
-        loaded = soak_report.read_reloads(self.paths.reload_log).last_accepted_sha
-        if in_place != loaded:
+        if soak_env.sha256_of(self.paths.output) != loaded_record(self.paths):
             self.unloaded_after_kill += 1
-            return "the file in place was never handed to the reload command"
+            return "dhcpd never got the file in place (no .loaded record of it)"
         return ""
 
     # ---- settle and compare ------------------------------------------------------------
@@ -255,16 +298,50 @@ class Soak:
         auditor = self.auditor
         soak_env.wait_until(lambda: written <= auditor.ids(), deadline=SETTLE_DEADLINE)
         quiet = soak_env.wait_until(self._drained, deadline=SETTLE_DEADLINE)
+        reconciled = self._wait_for_reconciliation()
+        quiet = quiet and soak_env.wait_until(self._drained, deadline=SETTLE_DEADLINE)
         self.timings["settle"] = time.monotonic() - began
-        fresh_code = soak_env.render_once(
-            self.db_url, self.paths.fresh, self.paths.logs / "generator-once.log"
-        )
+        began = time.monotonic()
+        self.audit = self._audit_dhcpd()
+        self.timings["omapi_audit"] = time.monotonic() - began
+        fresh_code = soak_env.render_once(self.db_url, self.paths, omapi_port=self.omapi_port)
         return {
             "outbox_empty": outbox_empty,
             "generator_quiet": quiet,
+            "reconciled_at_rest": reconciled,
             "written": written,
             "fresh_exit_code": fresh_code,
         }
+
+    def _wait_for_reconciliation(self) -> bool:
+        """One reconciliation of the drained pipeline, by the generator running now."""
+        assert self.generator
+        generator = self.generator
+
+        def count() -> float:
+            return self.generator_metrics.poll(generator.pid).get(RECONCILIATIONS, -1.0)
+
+        before = count()
+        logger.info("waiting for a reconciliation at rest (%.0f so far)", max(before, 0))
+        return soak_env.wait_until(
+            lambda: count() > max(before, 0),
+            deadline=self.args.reconcile_interval + RECONCILE_SLACK,
+            every=0.5,
+        )
+
+    def _audit_dhcpd(self) -> soak_dhcpd.Audit:
+        """Every MAC the soak ever used, looked up in the running dhcpd over OMAPI."""
+        assert self.dhcpd and self.omapi_key
+        expected = scope_reservations(self.db_url)
+        every_mac = (soak_load.mac_for(n) for n in range(1, soak_load.last_serial() + 1))
+        result = soak_dhcpd.audit(self.dhcpd, self.omapi_key, expected, every_mac)
+        logger.info(
+            "OMAPI audit: %d MACs looked up in %.1f s, %d reservations served right of %d,"
+            " %d problems",
+            result.looked_up, result.seconds, result.served_right, result.expected,
+            result.problem_count,
+        )  # fmt: skip
+        return result
 
     def _written_ids(self) -> set[int]:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
@@ -287,7 +364,8 @@ class Soak:
     # ---- close ---------------------------------------------------------------------------
 
     def stop_daemons(self) -> None:
-        """SIGTERM both daemons (they must exit 0), the generator first."""
+        """SIGTERM both daemons (they must exit 0), the generator first; dhcpd goes on
+        until ``close``."""
         for daemon in (self.generator, self.relay):
             if daemon is not None and daemon.proc is not None:
                 self.exit_codes[daemon.name] = daemon.stop()
@@ -304,6 +382,12 @@ class Soak:
         for daemon in (self.generator, self.relay):
             if daemon is not None:
                 daemon.stop()
+        if self.dhcpd is not None:
+            try:
+                self.dhcpd.stop()
+            except RuntimeError as exc:  # the namespace's deletion kills it anyway
+                logger.error("stopping dhcpd: %s", exc)
+        self.stack.close()  # deletes the namespaces (and kills what still runs in them)
         if self.auditor is not None:
             self.auditor.close()
         if self.broker is not None:
@@ -332,6 +416,40 @@ def source_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit} with local changes" if changed else commit
+
+
+RECONCILIATIONS = "dhcp_generator_reconciliations_total"
+RECONCILE_DIFFERENCES = "dhcp_generator_reconcile_differences_total"
+
+# The scope's reservations as the contract defines them (DESIGN.md): an interface with
+# an address, of an enabled host, inside a DHCP-enabled subnet the server serves.
+SCOPE_RESERVATIONS_SQL = """
+SELECT h.hostname, i.mac::text, host(i.ip)
+FROM interface i
+JOIN host h ON h.id = i.host_id
+JOIN subnet s ON i.ip << s.network AND s.dhcp_enabled
+JOIN dhcp_server_subnet ds ON ds.subnet_id = s.id
+JOIN dhcp_server d ON d.id = ds.dhcp_server_id
+WHERE d.name = %s AND h.enabled
+"""
+
+
+def scope_reservations(db_url: str) -> dict[str, soak_dhcpd.Reservation]:
+    """MAC -> the reservation dhcpd must serve for it, straight from the database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(SCOPE_RESERVATIONS_SQL, [soak_env.SERVER]).fetchall()
+    return {
+        mac: soak_dhcpd.Reservation(soak_dhcpd.declaration_name(hostname, mac), ip)
+        for hostname, mac, ip in rows
+    }
+
+
+def loaded_record(paths: soak_env.Paths) -> str | None:
+    """The sha256 the generator recorded for the file dhcpd runs (``<file>.loaded``)."""
+    try:
+        return paths.output.with_name(paths.output.name + ".loaded").read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def fault_counts(faults: list[soak_chaos.Fault]) -> dict[str, int]:
@@ -425,9 +543,23 @@ def final_figures(paths: soak_env.Paths, fresh_exit_code: int) -> dict[str, Any]
         "identical": identical,
         "fresh_exit_code": fresh_exit_code,
         "reservations": sum(1 for line in text.splitlines() if line.startswith("host ")),
-        "dhcpd_loaded_final": soak_report.read_reloads(paths.reload_log).last_accepted_sha
-        == final_sha,
+        "dhcpd_loaded_final": final_sha is not None and loaded_record(paths) == final_sha,
         "diff": [] if identical else file_diff(paths.output, paths.fresh),
+    }
+
+
+def omapi_figures(audit: soak_dhcpd.Audit | None) -> dict[str, Any]:
+    if audit is None:
+        return {"equal": False, "error": "no audit ran"}
+    return {
+        "equal": audit.equal,
+        "reservations_in_database": audit.expected,
+        "served_right": audit.served_right,
+        "macs_looked_up": audit.looked_up,
+        "problems": audit.problem_count,
+        "first_problems": audit.problems,
+        "error": audit.error,
+        "seconds": round(audit.seconds, 1),
     }
 
 
@@ -440,7 +572,19 @@ def generator_figures(metrics: soak_report.MetricsLog) -> dict[str, Any]:
         stage: mean_seconds(metrics, f"dhcp_generator_{stage}_seconds")
         for stage in ("render", "apply")
     }
-    return {"renders": renders, "generator_seconds": seconds}
+    applies = {
+        kind: int(metrics.total(f'dhcp_generator_applies_total{{kind="{kind}"}}'))
+        for kind in ("omapi", "restart", "unchanged")
+    }
+    return {
+        "renders": renders,
+        "generator_seconds": seconds,
+        "applies": applies,
+        "omapi_fallbacks": int(metrics.total("dhcp_generator_omapi_fallbacks_total")),
+        "omapi_mismatches": int(metrics.total("dhcp_generator_omapi_mismatches_total")),
+        "reconciliations": int(metrics.total(RECONCILIATIONS)),
+        "reconcile_differences": int(metrics.total(RECONCILE_DIFFERENCES)),
+    }
 
 
 def checks(figures: dict[str, Any], settled: dict[str, Any]) -> dict[str, bool]:
@@ -449,17 +593,26 @@ def checks(figures: dict[str, Any], settled: dict[str, Any]) -> dict[str, bool]:
     daemons = figures["daemons"].values()
     return {
         "every outbox id reached the audit consumer (missing = 0)": outbox["missing"] == 0,
-        "no rejected config handed to dhcpd": reloads["rejected"] == 0,
+        "dhcpd never refused a config it was restarted with": reloads["rejected"] == 0,
         "final dhcpd.conf identical to a fresh --once render": final["identical"],
-        "dhcpd loaded the final dhcpd.conf": final["dhcpd_loaded_final"],
+        "dhcpd runs the final dhcpd.conf (the generator's .loaded record)": final[
+            "dhcpd_loaded_final"
+        ],
+        "dhcpd serves exactly the database's reservations (OMAPI, every MAC)": figures[
+            "omapi_audit"
+        ]["equal"],
+        "reconciliations ran, one of them at rest": figures["reconciliations"] > 0
+        and bool(settled["reconciled_at_rest"]),
+        "no reconciliation found a difference": figures["reconcile_differences"] == 0,
         "every probe reached dhcpd.conf": figures["probes"]["never_seen"] == 0,
         "pipeline drained (outbox empty, generator quiet)": bool(
             settled["outbox_empty"] and settled["generator_quiet"]
         ),
-        "config reloaded at least once": reloads["accepted"] > 0,
+        "dhcpd restarted by the generator at least once": reloads["accepted"] > 0,
         "every fault kind injected": set(soak_chaos.KINDS) <= set(figures["fault_kinds"]),
         "no fault failed to recover": not figures["chaos_errors"],
-        "no daemon crashed": not any(d["crashes"] for d in daemons),
+        "no daemon crashed (dhcpd included)": not any(d["crashes"] for d in daemons)
+        and not figures["dhcpd"]["crashes"],
         "daemons exit 0 on SIGTERM": all(d["exit_code"] == 0 for d in daemons),
         "no unexpected database errors": not figures["unexpected_errors"],
     }
@@ -467,7 +620,7 @@ def checks(figures: dict[str, Any], settled: dict[str, Any]) -> dict[str, bool]:
 
 def collect(soak: Soak, settled: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the run, and the checks made of them."""
-    assert soak.auditor and soak.chaos and soak.relay and soak.generator
+    assert soak.auditor and soak.chaos and soak.relay and soak.generator and soak.dhcpd
     reloads = soak_report.read_reloads(soak.paths.reload_log)
     faults = soak.chaos.faults
     figures: dict[str, Any] = {
@@ -498,14 +651,17 @@ def collect(soak: Soak, settled: dict[str, Any]) -> dict[str, Any]:
         "file_versions_seen": soak.watcher.versions,
         "unloaded_after_generator_kill": soak.unloaded_after_kill,
         "final": final_figures(soak.paths, settled["fresh_exit_code"]),
+        "omapi_audit": omapi_figures(soak.audit),
         "daemons": {
             d.name: {
                 "starts": d.starts,
                 "crashes": d.crashes,
+                "refused_starts": d.refused_starts,
                 "exit_code": soak.exit_codes.get(d.name),
             }
             for d in (soak.relay, soak.generator)
         },
+        "dhcpd": {"starts_by_soak": soak.dhcpd.starts, "crashes": soak.dhcpd.crashes},
     }
     figures["checks"] = checks(figures, settled)
     figures["passed"] = all(figures["checks"].values())
@@ -515,6 +671,7 @@ def collect(soak: Soak, settled: dict[str, Any]) -> dict[str, Any]:
 def summary(figures: dict[str, Any]) -> str:
     writes, timings = figures["writes"], figures["timings"]
     outbox, probes, final = figures["outbox"], figures["probes"], figures["final"]
+    audit = figures["omapi_audit"]
     committed = sum(n for key, n in writes.items() if key.startswith("committed"))
     refused = [f"{n} {k}" for k, n in writes.items() if k.startswith(("refused", "conflict"))]
     faults = [f"{kind} x{n}" for kind, n in figures["fault_counts"].items()]
@@ -541,8 +698,20 @@ def summary(figures: dict[str, Any]) -> str:
         ("probes committed / seen in dhcpd.conf", f"{probes['count']} / {probes['seen']}"),
         ("commit to dhcpd.conf, p50 / p99 / max", waits),
         (f"same, the {calm['count']} probes whose wait overlapped no fault", calm_waits),
-        ("reloads (dhcpd accepted)", figures["reloads"]["accepted"]),
-        ("configs dhcpd rejected", figures["reloads"]["rejected"]),
+        ("dhcpd restarts by the generator (dhcpd started)", figures["reloads"]["accepted"]),
+        ("configs dhcpd refused to start with", figures["reloads"]["rejected"]),
+        (
+            "applies: over OMAPI / restart / unchanged",
+            " / ".join(str(n) for n in figures["applies"].values()),
+        ),
+        (
+            "OMAPI fallbacks to a restart / mismatches",
+            f"{figures['omapi_fallbacks']} / {figures['omapi_mismatches']}",
+        ),
+        (
+            "reconciliations / differences found",
+            f"{figures['reconciliations']} / {figures['reconcile_differences']}",
+        ),
         (
             "renders: applied / unchanged / failed / refused / db down (lower bounds)",
             " / ".join(str(n) for n in figures["renders"].values()),
@@ -555,11 +724,20 @@ def summary(figures: dict[str, Any]) -> str:
         ("generator killed before dhcpd loaded its file", figures["unloaded_after_generator_kill"]),
         ("reservations in the final file", final["reservations"]),
         ("final file identical to a fresh render", "yes" if final["identical"] else "NO"),
+        (
+            "OMAPI audit: MACs looked up / reservations served right of the database's",
+            f"{audit.get('macs_looked_up', 0)} / {audit.get('served_right', 0)} of"
+            f" {audit.get('reservations_in_database', 0)} ({audit.get('seconds', 0)} s)",
+        ),
+        ("dhcpd served differently from the database", audit.get("problems", "-")),
         ("setup / settle", f"{timings.get('setup', 0):.0f} s / {timings.get('settle', 0):.0f} s"),
     ]
     lines = [soak_report.markdown(rows), "", *soak_report.verdict_lines(figures["checks"])]
     if final["diff"]:
         lines += ["", "dhcpd.conf vs fresh render:", *final["diff"]]
+    if audit.get("first_problems") or audit.get("error"):
+        lines += ["", "dhcpd vs the database:", *audit.get("first_problems", [])]
+        lines += [audit["error"]] if audit.get("error") else []
     if figures["unexpected_errors"]:
         lines += ["", "unexpected database errors:", *figures["unexpected_errors"]]
     if figures["chaos_errors"]:

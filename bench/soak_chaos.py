@@ -1,6 +1,8 @@
 """Faults at random moments (seeded): the relay or the generator SIGKILLed and restarted,
 the broker stopped or crashed and started again, PostgreSQL restarted (fast or
-immediate). One fault at a time; the first rounds go through every kind."""
+immediate), dhcpd SIGKILLed and started again with the same files (as a supervisor
+would) or plainly restarted. One fault at a time; the first rounds go through every
+kind."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import soak_dhcpd
 import soak_env  # puts scripts/ on sys.path
 
 # isort: split
@@ -25,13 +28,16 @@ VARIANTS = {
     "generator": ("kill",),
     "broker": ("stop", "kill"),
     "postgres": ("fast", "immediate"),
+    "dhcpd": ("kill", "restart"),
 }
 KINDS = tuple(VARIANTS)
+SLOW = frozenset({"broker", "postgres"})  # their restarts take seconds of their own
 PAUSES = {  # seconds a service stays down, uniformly between the two
     "relay": (0.5, 3.0),
     "generator": (0.5, 3.0),
     "broker": (1.0, 5.0),
     "postgres": (0.5, 3.0),
+    "dhcpd": (0.5, 3.0),
 }
 MIN_LEFT = 2.0  # seconds: no new fault this close to the end
 START_ATTEMPTS = 3
@@ -51,13 +57,17 @@ class Fault:
 
 
 def plan(rng: random.Random) -> list[tuple[str, str]]:
-    """The first two rounds: every kind once per round, in random order, with the
-    variants of the broker and PostgreSQL faults swapped between the rounds."""
+    """The first two rounds: every kind once per round, with the variants of the
+    broker, PostgreSQL and dhcpd faults swapped between the rounds. The first round
+    takes the quick faults first (in random order), so that a short run sees every
+    kind; the second round is in random order."""
     first_variant = {kind: rng.choice(variants) for kind, variants in VARIANTS.items()}
     rounds = []
     for round_index in range(2):
         kinds = list(KINDS)
         rng.shuffle(kinds)
+        if round_index == 0:
+            kinds.sort(key=lambda kind: kind in SLOW)
         for kind in kinds:
             variants = VARIANTS[kind]
             choice = first_variant[kind]
@@ -73,6 +83,7 @@ class Targets:
     generator: soak_env.Daemon
     broker: services.ActiveMQBroker
     cluster: services.PostgresCluster
+    dhcpd: soak_dhcpd.Dhcpd
     after_generator_kill: Callable[[], str]  # returns a note for the fault log
 
 
@@ -88,6 +99,7 @@ class Chaos(threading.Thread):
         self.stop = stop
         self.gap = min(10.0, max(2.0, duration / 12))  # seconds between faults, on average
         self.faults: list[Fault] = []
+        self.current = ""  # the kind of the fault in progress
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -116,16 +128,20 @@ class Chaos(threading.Thread):
         pause = self.rng.uniform(*PAUSES[kind])
         logger.info("fault: %s %s (down for %.1f s)", kind, variant, pause)
         began = time.monotonic()
+        self.current = kind
         try:
             if kind in ("relay", "generator"):
                 fault.note = self._kill_daemon(kind, pause)
             elif kind == "broker":
                 self._bounce_broker(kill=variant == "kill", pause=pause)
+            elif kind == "dhcpd":
+                fault.note = self._bounce_dhcpd(kill=variant == "kill", pause=pause)
             else:
                 self._bounce_postgres(variant, pause)
         except Exception as exc:
             self.errors.append(f"{kind} {variant}: {exc}")
             logger.error("fault %s %s failed: %s", kind, variant, exc)
+        self.current = ""
         fault.down = round(time.monotonic() - began, 2)
         logger.info("recovered from %s %s after %.1f s", kind, variant, fault.down)
         self.faults.append(fault)
@@ -143,6 +159,18 @@ class Chaos(threading.Thread):
         self.targets.broker.stop(kill=kill)
         time.sleep(pause)
         _retry(self.targets.broker.start)
+
+    def _bounce_dhcpd(self, *, kill: bool, pause: float) -> str:
+        """SIGKILL, a pause, a plain start with the same files unless the generator's
+        reload command started it meanwhile; or a plain restart (no pause)."""
+        dhcpd = self.targets.dhcpd
+        if not kill:
+            dhcpd.restart()
+            return ""
+        with dhcpd.lock:
+            dhcpd.kill()
+            time.sleep(pause)
+            return dhcpd.start_if_stopped()
 
     def _bounce_postgres(self, mode: str, pause: float) -> None:
         self.targets.cluster.stop(mode)

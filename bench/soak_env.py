@@ -1,12 +1,12 @@
-"""The soak's own world: PostgreSQL, ActiveMQ, a migrated database with an initial
-inventory, the two daemons as subprocesses, and a reload command that plays dhcpd."""
+"""The soak's own world: PostgreSQL, ActiveMQ, a migrated database with its subnets and
+DHCP servers, and the two daemons as subprocesses (dhcpd itself: soak_dhcpd)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -25,12 +25,18 @@ from generator import syntax_check
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(1, str(ROOT))  # tests.e2e.netns, the namespace harness
 
 import services  # noqa: E402  (scripts/services.py)
 
+from tests.e2e import netns  # noqa: E402
+
 DESTINATION = "/topic/VirtualTopic.machinedb.changes"
 GENERATOR_CONSUMER = "dhcp"
+SERVER = "soak"  # the dhcp_server whose scope the generator renders (--server)
+OTHER_SERVER = "soak-other"  # a second server: its subnets are outside the scope
 STOP_TIMEOUT = 15.0  # seconds for a daemon to exit after SIGTERM
+EXIT_UNAVAILABLE = 1  # both commands' exit code for a service unreachable at start-up
 
 # Every outbox id ever committed, copied by a trigger in the writer's own transaction,
 # so the record holds exactly the committed changes whatever happens to connections.
@@ -45,9 +51,12 @@ CREATE TRIGGER soak_record_written AFTER INSERT ON cdc.change
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION soak_record_written();
 """
 
-# Two large subnets the writers use, and one the probes own. In each writer subnet the
+# Three large subnets the writers use, and one the probes own. In each writer subnet the
 # third octet says what an address is for: 1-127 single writes, 128-247 bulk imports,
 # 248-255 the dynamic pool, which moves around in there and never meets an interface.
+# The soak's server serves soak-a, soak-b (shared with the other server, as a failover
+# pair would), the probes' subnet and the link dhcpd really listens on (LINK_SUBNET_SQL);
+# soak-c belongs to the other server only. The writers write into all of them.
 SUBNETS_SQL = """
 INSERT INTO subnet (name, network, gateway, domain_name, dns_servers, pool_start, pool_end,
                     lease_time) VALUES
@@ -55,24 +64,33 @@ INSERT INTO subnet (name, network, gateway, domain_name, dns_servers, pool_start
      '10.60.250.10', '10.60.250.160', 3600),
     ('soak-b', '10.61.0.0/16', '10.61.0.1', 'b.soak.example.org', '{10.53.0.2}',
      '10.61.250.10', '10.61.250.160', 3600),
+    ('soak-c', '10.63.0.0/16', '10.63.0.1', 'c.soak.example.org', '{10.53.0.3}',
+     '10.63.250.10', '10.63.250.160', 3600),
     ('soak-probe', '10.62.0.0/16', '10.62.0.1', 'probe.soak.example.org', '{}', NULL, NULL,
      600);
 INSERT INTO hardware_type (name, vendor, model) VALUES ('soak', 'Acme', 'Soak 1');
 INSERT INTO service (name) VALUES ('http'), ('dns');
 """
 
-RELOAD_WRAPPER = """#!/bin/sh
-# Plays the DHCP server: loads the file the generator hands over, as dhcpd would.
-# One line per call: unix time, accepted|rejected, sha256 of the bytes checked.
-conf="${{DHCP_CONFIG:?DHCP_CONFIG is not set}}"
-copy="$(mktemp)"
-cp "$conf" "$copy"
-sum="$(sha256sum "$copy" | cut -d' ' -f1)"
-if {dhcpd} -4 -t -q -cf "$copy" >/dev/null 2>&1; then verdict=accepted; else verdict=rejected; fi
-rm -f "$copy"
-printf '%s %s %s\\n' "$(date +%s.%N)" "$verdict" "$sum" >> {log}
-[ "$verdict" = accepted ]
+LINK_SUBNET_SQL = """
+INSERT INTO subnet (name, network, gateway, domain_name, pool_start, pool_end, lease_time)
+VALUES ('soak-link', %(network)s, %(gateway)s, 'link.soak.example.org', %(pool_start)s,
+        %(pool_end)s, 600)
 """
+
+SERVERS_SQL = """
+INSERT INTO dhcp_server (name, description) VALUES
+    (%(server)s, 'the soak''s dhcpd'), (%(other)s, 'a server the soak does not run')
+"""
+SCOPES_SQL = """
+INSERT INTO dhcp_server_subnet (dhcp_server_id, subnet_id)
+    SELECT d.id, s.id FROM dhcp_server d, subnet s
+    WHERE (d.name = %(server)s AND s.name IN ('soak-a', 'soak-b', 'soak-probe', 'soak-link'))
+       OR (d.name = %(other)s AND s.name IN ('soak-b', 'soak-c'))
+"""
+
+LINK_HOSTS = range(10, 40)  # host numbers of the link network given reservations at start
+LINK_POOL = (200, 250)  # host numbers of the link network's dynamic pool
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,22 @@ class Paths:
         return self.root / "reload-dhcpd.sh"
 
     @property
+    def omapi_key(self) -> Path:
+        return self.root / "omapi.key"
+
+    @property
+    def leases(self) -> Path:
+        return self.root / "dhcpd.leases"
+
+    @property
+    def dhcpd_pid(self) -> Path:
+        return self.root / "dhcpd.pid"
+
+    @property
+    def dhcpd_lock(self) -> Path:
+        return self.root / "dhcpd.lock"
+
+    @property
     def pg(self) -> Path:
         return self.root / "pg"
 
@@ -121,6 +155,11 @@ def missing_prerequisites() -> list[str]:
         missing.append("ActiveMQ (apt-get install activemq)")
     if syntax_check.find_binary("dhcpd") is None:
         missing.append("ISC dhcpd (apt-get install isc-dhcp-server)")
+    ok, lacking = netns.available()
+    if not ok:
+        missing.append(f"network namespaces: {lacking}")
+    if shutil.which("flock") is None:
+        missing.append("flock (util-linux)")
     return missing
 
 
@@ -148,8 +187,9 @@ def start_services(cluster: services.PostgresCluster, broker: services.ActiveMQB
         raise failures[0]
 
 
-def prepare_database(cluster: services.PostgresCluster) -> str:
-    """Create and migrate the machine database, record written ids, add the subnets."""
+def prepare_database(cluster: services.PostgresCluster, link: ipaddress.IPv4Network) -> str:
+    """Create and migrate the machine database, record written ids, add the subnets
+    (``link``: the network dhcpd serves on) and the DHCP servers with their scopes."""
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE machinedb")
     url = cluster.url("machinedb")
@@ -157,15 +197,20 @@ def prepare_database(cluster: services.PostgresCluster) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(RECORD_WRITTEN_SQL)
         conn.execute(SUBNETS_SQL)
+        start, end = (str(link.network_address + n) for n in LINK_POOL)
+        conn.execute(
+            LINK_SUBNET_SQL,
+            {
+                "network": str(link),
+                "gateway": str(link.network_address + 1),
+                "pool_start": start,
+                "pool_end": end,
+            },
+        )
+        names = {"server": SERVER, "other": OTHER_SERVER}
+        conn.execute(SERVERS_SQL, names)
+        conn.execute(SCOPES_SQL, names)
     return url
-
-
-def write_reload_wrapper(paths: Paths) -> None:
-    dhcpd = syntax_check.find_binary("dhcpd")
-    assert dhcpd is not None, "checked by missing_prerequisites"
-    script = RELOAD_WRAPPER.format(dhcpd=shlex.quote(dhcpd), log=shlex.quote(str(paths.reload_log)))
-    paths.reload_wrapper.write_text(script)
-    paths.reload_wrapper.chmod(0o755)
 
 
 def sha256_of(path: Path) -> str | None:
@@ -190,6 +235,9 @@ class Daemon:
         self.lock = threading.Lock()
         self.starts = 0
         self.crashes: list[str] = []  # exits nobody asked for
+        # exits with EXIT_UNAVAILABLE at start-up while the broker or PostgreSQL was
+        # down on purpose: the documented answer to an unreachable service, not a crash
+        self.refused_starts: list[str] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -230,13 +278,18 @@ class Daemon:
                 self.proc.wait(10)
         return self.proc.returncode
 
-    def restart_if_crashed(self) -> None:
-        """Note and restart an exit nobody asked for (a crash is a finding)."""
+    def restart_if_crashed(self, *, outage: str = "") -> None:
+        """Note and restart an exit nobody asked for (a crash is a finding); ``outage``
+        names a service down on purpose right now, which excuses EXIT_UNAVAILABLE."""
         if not self.lock.acquire(blocking=False):
             return  # being killed or restarted on purpose
         try:
             if self.proc is not None and self.proc.poll() is not None:
-                self.crashes.append(f"{self.name} exited with {self.proc.returncode}")
+                code = self.proc.returncode
+                if outage and code == EXIT_UNAVAILABLE:
+                    self.refused_starts.append(f"{self.name} exited {code} while {outage} was down")
+                else:
+                    self.crashes.append(f"{self.name} exited with {code}")
                 self.start()
         finally:
             self.lock.release()
@@ -255,25 +308,46 @@ def relay_daemon(env: dict[str, str], paths: Paths, metrics_port: int) -> Daemon
     return Daemon("cdc-relay", args, env, paths.logs / "cdc-relay.log")
 
 
-def generator_daemon(env: dict[str, str], paths: Paths, metrics_port: int) -> Daemon:
+def generator_daemon(
+    env: dict[str, str],
+    paths: Paths,
+    *,
+    metrics_port: int,
+    omapi: str,
+    reconcile_interval: float,
+) -> Daemon:
+    """The generator of the soak's server: host changes over OMAPI at ``omapi``
+    (HOST:PORT), restarts through the reload wrapper, a reconciliation every
+    ``reconcile_interval`` seconds."""
     args = [
         "--format", "isc",
         "--output", str(paths.output),
         "--reload-command", str(paths.reload_wrapper),
         "--consumer", GENERATOR_CONSUMER,
         "--metrics-port", str(metrics_port),
+        "--server", SERVER,
+        "--omapi", omapi,
+        "--omapi-key-file", str(paths.omapi_key),
+        "--reconcile-interval", str(reconcile_interval),
     ]  # fmt: skip
     return Daemon("dhcp-generator", args, env, paths.logs / "dhcp-generator.log")
 
 
-def render_once(db_url: str, output: Path, log: Path) -> int:
-    """``dhcp-generator --once`` into ``output``; its exit code."""
+def render_once(db_url: str, paths: Paths, *, omapi_port: int) -> int:
+    """``dhcp-generator --once`` of the same server into ``paths.fresh``; its exit code.
+
+    The OMAPI flags only make the render hold the same ``omapi-port`` and key lines as
+    the daemon's: they name a closed port of this namespace (where no dhcpd listens),
+    so the one-shot, which would send its difference from an empty file to dhcpd,
+    reaches nothing and leaves the audited dhcpd alone.
+    """
     env = daemon_env(db_url, "")
     env.pop("STOMP_URL")
-    with open(log, "ab") as out:
+    with open(paths.logs / "generator-once.log", "ab") as out:
         done = subprocess.run(
             [str(VENV_BIN / "dhcp-generator"), "--once", "--format", "isc",
-             "--output", str(output)],
+             "--output", str(paths.fresh), "--server", SERVER,
+             "--omapi", f"127.0.0.1:{omapi_port}", "--omapi-key-file", str(paths.omapi_key)],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False,
         )  # fmt: skip
     return done.returncode

@@ -38,8 +38,9 @@ TRIM_EVERY = 1.0  # seconds: trims remove at most TRIM_CHUNK hosts a second
 HIGH_WATER = 500  # hosts above the initial inventory: trim above, bulk-import below
 NOT_PROBE = "hostname NOT LIKE 'probe-%%'"
 
-# Third octets of the writer subnets 10.60/16 and 10.61/16 (see soak_env.SUBNETS_SQL).
-WRITER_NETS = (60, 61)
+# The writer subnets by second octet: 10.60/16, 10.61/16, 10.63/16 (soak_env.SUBNETS_SQL);
+# the last one is outside the generator's scope.
+WRITER_NETS = {60: "soak-a", 61: "soak-b", 63: "soak-c"}
 SINGLE_OCTETS = range(1, 128)
 BULK_OCTETS = range(128, 248)
 POOL_OCTETS = range(248, 256)
@@ -81,7 +82,7 @@ def mac_for(number: int) -> str:
 
 
 def single_ip(rng: random.Random) -> str:
-    net = rng.choice(WRITER_NETS)
+    net = rng.choice(list(WRITER_NETS))
     return f"10.{net}.{rng.choice(SINGLE_OCTETS)}.{rng.randrange(256)}"
 
 
@@ -172,9 +173,9 @@ def enable_host(conn: Conn, rng: random.Random) -> None:
 
 def change_subnet(conn: Conn, rng: random.Random) -> None:
     """A change that keeps the subnet valid: DNS, lease time, domain, or a pool move."""
-    net = rng.choice(WRITER_NETS)
+    net = rng.choice(list(WRITER_NETS))
     what = rng.choice(("dns", "lease", "domain", "pool"))
-    params: dict[str, object] = {"name": "soak-a" if net == 60 else "soak-b"}
+    params: dict[str, object] = {"name": WRITER_NETS[net]}
     if what == "dns":
         count = rng.randint(1, 3)
         sql = "dns_servers = %(dns)s::inet[]"
@@ -225,6 +226,26 @@ OPERATIONS: tuple[tuple[str, int, Operation], ...] = (
     ("change subnet", 4, change_subnet),
     ("change services", 3, change_services),
 )
+
+
+def link_hosts(conn: Conn, addresses: Sequence[str]) -> None:
+    """One host per address of the link network dhcpd serves on, in one transaction."""
+    with conn.transaction():
+        for ip in addresses:
+            row = conn.execute(
+                "INSERT INTO host (hostname) VALUES (%s) RETURNING id", [f"l{serial()}"]
+            ).fetchone()
+            assert row is not None
+            conn.execute(
+                "INSERT INTO interface (host_id, name, mac, ip) VALUES (%s, 'eth0', %s, %s)",
+                [row[0], mac_for(serial()), ip],
+            )
+
+
+def last_serial() -> int:
+    """The highest number ``serial()`` handed out so far (every MAC the soak ever used
+    is ``mac_for`` of a number up to it)."""
+    return next(_serials) - 1
 
 
 def bulk_import(conn: Conn, rng: random.Random, count: int, *, prefix: str) -> None:
