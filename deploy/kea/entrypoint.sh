@@ -7,8 +7,12 @@
 # which lives in the /run/kea volume shared with it: the directory is setgid to the generator's group and
 # the umask leaves the socket group-writable, so the non-root generator may connect.
 #
+# Kea reads its reservations from the PostgreSQL hosts database the config names
+# (hosts-database, with no password in it): KEA_DB_PASSWORD is written into a password
+# file of mode 0600 that Kea's libpq reads (PGPASSFILE).
+#
 # Environment: KEA_CONF (default /var/lib/machinedb/dhcp/kea-dhcp4.conf), MACHINEDB_GID
-# (default 10001).
+# (default 10001), KEA_DB_PASSWORD (unset: no password file).
 set -euo pipefail
 
 CONF=${KEA_CONF:-/var/lib/machinedb/dhcp/kea-dhcp4.conf}
@@ -30,5 +34,15 @@ until [ -s "$CONF" ] || [ "$stopping" -eq 1 ]; do
 done
 [ "$stopping" -eq 1 ] && exit 0
 trap - TERM INT
+
+if [ -n "${KEA_DB_PASSWORD:-}" ]; then
+    PGPASSFILE=/run/kea-db/pgpass
+    install -d -m 0700 /run/kea-db
+    # host:port:database:user:password, with ':' and '\' in the password escaped
+    escaped=$(printf '%s' "$KEA_DB_PASSWORD" | sed -e 's/[\\:]/\\&/g')
+    (umask 0077 && printf '*:*:*:*:%s\n' "$escaped" > "$PGPASSFILE")
+    export PGPASSFILE
+    unset KEA_DB_PASSWORD
+fi
 
 exec /usr/sbin/kea-dhcp4 -c "$CONF"

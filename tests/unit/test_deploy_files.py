@@ -32,6 +32,7 @@ import yaml
 from cdc import cli as relay_cli
 from generator import cli as generator_cli
 from machinedb import stomp_url
+from tests.integration import kea_hosts_support
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -244,7 +245,10 @@ def test_no_password_is_written_inline(compose: dict[str, Any]) -> None:
     for url in re.findall(r"(?:postgresql|stomp(?:\+ssl)?)://[^\s\"',]+", text):
         password = re.match(r"[a-z+]+://[^:/@]+:([^@]+)@", url)
         if password:
-            assert password.group(1) == "${MACHINEDB_DB_PASSWORD:-machinedb-dev}", url
+            assert password.group(1) in {
+                "${MACHINEDB_DB_PASSWORD:-machinedb-dev}",
+                "${MACHINEDB_KEA_WRITER_PASSWORD:-kea-writer-dev}",  # Kea's hosts database
+            }, url
     assert not re.search(r"stomp(\+ssl)?://", text), "a broker URL belongs in the URL files"
     postgres_env = environment(compose["services"]["postgres"])
     assert postgres_env["POSTGRES_PASSWORD"] == "${MACHINEDB_DB_PASSWORD:-machinedb-dev}"
@@ -260,9 +264,11 @@ def test_no_password_is_written_inline(compose: dict[str, Any]) -> None:
 def test_dependencies_wait_for_the_right_state(services: dict[str, dict[str, Any]]) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in DAEMONS:
+        kea_db = {"kea-db-init": {"condition": "service_completed_successfully"}}
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "activemq": {"condition": "service_healthy"},
+            **(kea_db if name == "generator-kea" else {}),
         }, name
 
 
@@ -893,3 +899,71 @@ def test_the_pair_is_documented() -> None:
         assert "NFSv3" in text
     assert "--profile activemq-pair" in deployment
     assert "scripts/services.py start pair" in deployment
+
+
+# ---- Kea's hosts database (profile kea) ----------------------------------------------------
+
+KEA_DB_INIT = ROOT / "deploy" / "kea" / "db-init.sh"
+
+
+def test_kea_db_init_runs_once_before_kea_and_its_generator(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    init = services["kea-db-init"]
+    assert init["profiles"] == ["kea"]
+    assert init["restart"] == "no"
+    assert init["entrypoint"] == ["/usr/local/bin/kea-db-init"]
+    assert init["depends_on"]["postgres"]["condition"] == "service_healthy"
+    env = environment(init)
+    assert env["PGHOST"] == "postgres"
+    assert env["KEA_DB_NAME"] == "kea"  # a database of its own on the same PostgreSQL
+    for name in ("kea", "generator-kea"):
+        assert services[name]["depends_on"]["kea-db-init"]["condition"] == (
+            "service_completed_successfully"
+        ), name
+    dockerfile = (ROOT / "deploy" / "kea" / "Dockerfile").read_text()
+    assert "kea-admin" in dockerfile and "postgresql-client" in dockerfile
+    assert "COPY db-init.sh /usr/local/bin/kea-db-init" in dockerfile
+    assert os.access(KEA_DB_INIT, os.X_OK)
+
+
+def test_kea_db_init_makes_the_schema_and_the_documented_grants() -> None:
+    script = KEA_DB_INIT.read_text()
+    assert 'kea-admin db-init pgsql -n "$DB"' in script
+    assert 'kea-admin db-upgrade pgsql -n "$DB"' in script
+    grants = [line for line in kea_hosts_support.GRANTS.strip().splitlines() if line]
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    for line in grants:  # one list of GRANTs: the tests', the script's and the docs'
+        assert line in script, line
+        assert line in deployment, line
+
+
+def test_kea_reads_its_reservations_with_a_password_file_and_no_password_in_the_config(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kea, generator = services["kea"], services["generator-kea"]
+    entrypoint = (ROOT / "deploy" / "kea" / "entrypoint.sh").read_text()
+    assert "KEA_DB_PASSWORD" in environment(kea)
+    assert "export PGPASSFILE" in entrypoint and "umask 0077" in entrypoint
+    env = {key: default_of(value) for key, value in environment(generator).items()}
+    del env["STOMP_URL_FILE"]  # not what this test reads
+    writer = env["KEA_HOSTS_DATABASE_URL"]
+    assert writer.startswith("postgresql://kea_writer:") and writer.endswith("@postgres:5432/kea")
+    reader = env["KEA_HOSTS_READER_URL"]
+    assert reader == "postgresql://kea_reader@127.0.0.1:5433/kea"
+    assert "127.0.0.1:${MACHINEDB_KEA_DB_PORT:-5433}:5432" in services["postgres"]["ports"]
+    for variable in ("KEA_HOSTS_DATABASE_URL_FILE", "KEA_HOSTS_READER_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    args = generator_cli.build_parser().parse_args(
+        ["--format", "kea", "--database-url", "postgresql://m@h/m"]
+    )
+    loaded = generator_cli.load_settings(args, env)
+    assert loaded.apply.kea_hosts_database == writer
+    database = loaded.apply.options.kea_hosts_database
+    assert database is not None
+    assert (database.user, database.host, database.port, database.name) == (
+        "kea_reader",
+        "127.0.0.1",
+        5433,
+        "kea",
+    )
