@@ -19,8 +19,9 @@ import os
 import re
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pypureomapi
 
@@ -28,6 +29,7 @@ from generator import errors, quote
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 READ_KEY_MODE_MASK = 0o004  # a key file readable by everyone is refused
 ALGORITHM = "hmac-md5"  # the only algorithm both dhcpd's OMAPI and pypureomapi support
 TIMEOUT = 5.0  # seconds for a connect and for each request
@@ -222,13 +224,39 @@ class Client:
             session.close()
 
     def lookup_by_mac(self, mac: str) -> Host | None:
-        return self._lookup(_mac_keys(mac))
+        return self._again(lambda: self._lookup(_mac_keys(mac)))
 
     def lookup_by_name(self, name: str) -> Host | None:
-        return self._lookup([(b"name", name.encode("utf-8"))])
+        return self._again(lambda: self._lookup([(b"name", name.encode("utf-8"))]))
 
     def add(self, host: Host) -> None:
         """Create ``host``; ``AlreadyExists`` if dhcpd has its name or its MAC."""
+        self._again(lambda: self._add(host))
+
+    def delete(self, name: str) -> bool:
+        """Delete the host called ``name``; False if dhcpd has no such host."""
+        return self._again(lambda: self._delete(name))
+
+    def set_ip(self, name: str, ip: str) -> None:
+        """Give the host called ``name`` the fixed address ``ip``, in place."""
+        self._again(lambda: self._set_ip(name, ip))
+
+    def _again(self, operation: Callable[[], _T]) -> _T:
+        """Run ``operation``; if a connection that was open when it began is lost, run it
+        once more on a new one: dhcpd was restarted since (by its supervisor, or for a
+        subnet change), and a new process answers. The whole operation is repeated, not
+        one request: a handle from the old process means nothing to the new one, and an
+        add the old one took comes back as "already exists", which callers check."""
+        was_open = self._session is not None
+        try:
+            return operation()
+        except Unreachable:
+            if not was_open:
+                raise
+            logger.info("OMAPI connection to %s lost; connecting again", self._where())
+            return operation()
+
+    def _add(self, host: Host) -> None:
         if len(host.name) > _HOST_NAME_MAX or _HOST_NAME.fullmatch(host.name) is None:
             raise errors.UnsafeValue(f"not a host declaration name: {host.name!r}")
         values = [(b"name", host.name.encode("ascii")), *_mac_keys(host.mac)]
@@ -247,8 +275,7 @@ class Client:
             raise OmapiError(f"dhcpd refused to add host {host.name}: {text}")
         logger.debug("OMAPI added host %s (%s %s)", host.name, host.mac, host.ip)
 
-    def delete(self, name: str) -> bool:
-        """Delete the host called ``name``; False if dhcpd has no such host."""
+    def _delete(self, name: str) -> bool:
         handle = self._handle(name)
         if handle is None:
             return False
@@ -256,8 +283,7 @@ class Client:
         logger.debug("OMAPI deleted host %s", name)
         return True
 
-    def set_ip(self, name: str, ip: str) -> None:
-        """Give the host called ``name`` the fixed address ``ip``, in place."""
+    def _set_ip(self, name: str, ip: str) -> None:
         handle = self._handle(name)
         if handle is None:
             raise OmapiError(f"dhcpd has no host {name} to give address {ip}")

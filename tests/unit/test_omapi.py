@@ -148,6 +148,9 @@ class FakeDhcpd:
                 continue
             if self.mode == "drop":
                 return
+            if self.mode == "drop-once":  # as a restarted dhcpd: this connection is gone
+                self.mode = "serve"
+                return
             if self.mode == "silent":
                 self.stopped.wait(5)
                 return
@@ -307,10 +310,25 @@ def test_a_dropped_connection_is_unreachable_and_the_next_call_reconnects(fake: 
     c.connect()
     c.connect()  # idempotent
     fake.mode = "drop"
-    with pytest.raises(omapi.Unreachable, match="connection lost"):
-        c.lookup_by_name("web1")
+    with pytest.raises(omapi.Unreachable, match="connection closed"):
+        c.lookup_by_name("web1")  # lost, connected again, lost again: given up
+    assert fake.connections == 2
     fake.mode = "serve"
+    assert c.lookup_by_name("web1") is None
+    assert fake.connections == 3
+    c.close()
+    c.close()
+
+
+def test_a_call_on_a_connection_the_server_dropped_is_run_again_once(fake: FakeDhcpd) -> None:
+    """dhcpd restarted since the last call: the old connection is dead, a new one works."""
+    c = client(fake)
+    c.connect()
+    fake.mode = "drop-once"
     assert c.lookup_by_name("web1") is None
     assert fake.connections == 2
     c.close()
-    c.close()
+    fake.mode = "drop"  # a call that connects afresh and fails is not run again
+    with pytest.raises(omapi.Unreachable):
+        c.lookup_by_name("web1")
+    assert fake.connections == 3
