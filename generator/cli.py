@@ -6,6 +6,7 @@ The environment is read here, once, into a frozen ``Settings``; flags win over i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -413,7 +414,11 @@ def _dry_run(config: settings.Settings) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # e.g. piped into head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    preview = apply.preview(document.text, config=config.apply)
+    apply_config = config.apply
+    if apply_config.kea_hosts_database is not None:
+        # The file holds no reservations: the wipe guard counts rows (--once runs it).
+        apply_config = dataclasses.replace(apply_config, max_removal_share=1.0)
+    preview = apply.preview(document.text, config=apply_config)
     print(f"{PROG}: dry run: {_verdict(preview, config.apply)}", file=sys.stderr)
     return EXIT_FAILED if preview.refusal is not None else 0
 

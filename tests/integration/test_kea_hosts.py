@@ -388,3 +388,21 @@ def seed_once(db: psycopg.Connection[Any]) -> None:
 def _host_ids(kea: KeaDb) -> set[int]:
     with psycopg.connect(kea.admin) as conn:
         return {row[0] for row in conn.execute("SELECT host_id FROM hosts")}
+
+
+def test_dry_run_of_the_move_from_inline_reservations_is_not_refused(
+    db_url: str, db: psycopg.Connection[Any], kea_db: KeaDb, tmp_path: Path
+) -> None:
+    """Moving a Kea setup over: the new file drops every inline reservation, which the
+    file's wipe guard must not count (the rows carry them)."""
+    seed(db)
+    out = tmp_path / "kea.json"
+    flags = ["--format", "kea", "--database-url", db_url, "--output", str(out)]
+    flags += ["--no-syntax-check", "--removal-floor", "0"]
+    assert gs.run_generator("--once", *flags).returncode == 0  # inline reservations
+    assert '"reservations": [' in out.read_text()
+    done = gs.run_generator("--dry-run", *flags, "--kea-hosts-database", kea_db.writer)
+    assert done.returncode == 0, done.stderr
+    assert '+    "hosts-database": {' in done.stdout
+    assert "a real run would write" in done.stderr
+    assert khs.table_rows(kea_db.writer) == set()  # a dry run writes no row
