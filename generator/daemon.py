@@ -110,6 +110,7 @@ class Daemon:
     def _reconnect(self) -> bool:
         self.pending.clear()  # unacknowledged: the broker sends them again
         self.metrics.pending.set(0)
+        self.reconciler.cancel()  # the reconnect's full read corrects and decides
         try:
             self.consumer.connect()
         except consumer.BrokerUnavailable as exc:
@@ -146,7 +147,7 @@ class Daemon:
         if item.kind == changes.UNRELATED:
             self.consumer.ack([delivery])
             return
-        self.reconciler.excuse(item.ref)
+        self.reconciler.excuse(item.ref, now=self.clock())
         if item.txid is not None and self.applied is not None and self.applied.saw(item.txid):
             # The change committed before the snapshot behind the config in place.
             self.metrics.covered.inc()
@@ -196,7 +197,9 @@ class Daemon:
         visibility = self.pipeline.full()
         if visibility is not None and reconciling and had_state:
             refs = [item.ref for item in covered]
-            self.reconciler.start(self.pipeline.last_suspects, now=self.clock(), covered=refs)
+            self.reconciler.start(
+                self.pipeline.last_suspects, now=self.clock(), seen=visibility, covered=refs
+            )
         elif visibility is not None:
             self.reconciler.rescheduled(now=self.clock())
         return visibility

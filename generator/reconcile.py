@@ -4,8 +4,12 @@ Every ``interval`` seconds a full pass rebuilds the state from scratch. Where th
 state differs from the one the incremental passes kept, the difference is either
 drift (a message lost or misapplied: a bug to report) or a change still on its way
 (committed, but its message not yet received). A difference is only counted once no
-message named its rows for ``grace`` seconds after the full read, nor among the
-messages that read covered. The config is corrected at once either way.
+message named its rows, neither among the messages that read covered nor later, and
+``grace`` seconds passed with no message about a change the read already saw (so a
+relay or a broker running behind only delays the verdict). A lost broker connection
+cancels the comparison: the reconnect's own full read corrects everything, and while
+disconnected no message could explain anything. The config is corrected at once
+either way.
 Time is passed in, so the rules are tested without a clock.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from generator import read
 from machinedb import change_message as contract
 
 Clock = Callable[[], float]
@@ -35,6 +40,7 @@ class Reconciler:
         self.next_at = now + interval
         self._open: list[Suspect] | None = None
         self._until = 0.0
+        self._seen: read.Visibility | None = None  # the reconciling read's snapshot
 
     def due(self, now: float) -> bool:
         """True when a reconciling full pass should run now."""
@@ -45,18 +51,35 @@ class Reconciler:
         self.next_at = now + self.interval
 
     def start(
-        self, suspects: Iterable[Suspect], *, now: float, covered: Iterable[contract.ChangeRef] = ()
+        self,
+        suspects: Iterable[Suspect],
+        *,
+        now: float,
+        seen: read.Visibility | None = None,
+        covered: Iterable[contract.ChangeRef] = (),
     ) -> None:
-        """A reconciling full read found ``suspects``; ``covered`` are the messages it
-        covered, which explain some of them already."""
+        """A reconciling full read (snapshot ``seen``) found ``suspects``; ``covered`` are
+        the messages it covered, which explain some of them already."""
         self._open = list(suspects)
         self._until = now + self.grace
+        self._seen = seen
         self.next_at = now + self.interval
         for ref in covered:
             self.excuse(ref)
 
-    def excuse(self, ref: contract.ChangeRef) -> None:
-        """A message arrived: the differences on the rows it names were on their way."""
+    def cancel(self) -> None:
+        """Drop a comparison under way (the broker connection was lost)."""
+        self._open = None
+
+    def excuse(self, ref: contract.ChangeRef, *, now: float | None = None) -> None:
+        """A message arrived: the differences on the rows it names were on their way.
+        One about a change the reconciling read already saw shows the pipeline is still
+        catching up to that read: the verdict waits ``grace`` more seconds."""
+        if self._open is None:
+            return
+        seen = self._seen
+        if now is not None and ref.txid is not None and seen is not None and seen.saw(ref.txid):
+            self._until = max(self._until, now + self.grace)
         if not self._open:
             return
         if not ref.names_rows():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from generator import reconcile
+from generator import read, reconcile
 from machinedb import change_message as contract
 
 
@@ -48,3 +48,29 @@ def test_a_message_that_names_no_rows_or_a_subnet_explains_everything() -> None:
         r.start([suspect("a", 1, 10)], now=600)
         r.excuse(message)
         assert r.finish(700) == []
+
+
+def test_messages_about_changes_the_read_saw_push_the_verdict_back() -> None:
+    """A relay running behind delivers changes the read already had: while they keep
+    coming, the pipeline has not caught up to the read, and nothing is counted yet."""
+    seen = read.Visibility.parse("500:500:")
+    r = reconcile.Reconciler(interval=600, grace=10, now=0)
+    r.start([suspect("a", 1, 10)], now=600, seen=seen)
+    r.excuse(ref_txid("interface", 2, txid=400), now=608)  # old news: wait longer
+    assert r.finish(612) is None
+    r.excuse(ref_txid("interface", 3, txid=700), now=613)  # newer than the read: no delay
+    assert r.finish(617) is None
+    assert r.finish(618) == ["a"]
+
+
+def test_a_lost_broker_connection_cancels_the_comparison() -> None:
+    r = reconcile.Reconciler(interval=600, grace=10, now=0)
+    r.start([suspect("a", 1, 10)], now=600)
+    r.cancel()
+    assert r.finish(10_000) is None
+    assert r.due(1200)  # the next one comes in its time
+
+
+def ref_txid(table: str, id_: int, *, txid: int) -> contract.ChangeRef:
+    body = json.dumps({"pk": {"id": id_}, "txid": txid})
+    return contract.parse({"table": table, "op": "UPDATE"}, body)
