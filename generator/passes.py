@@ -18,6 +18,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy
@@ -30,6 +31,7 @@ from generator import (
     model,
     omapi,
     omapi_apply,
+    omapi_journal,
     read,
     reconcile,
     render,
@@ -104,6 +106,9 @@ class Pipeline:
         self.hosts = hosts  # dhcpd's OMAPI: host changes without a restart
         self.restart_settle = restart_settle  # seconds for a restarted dhcpd's OMAPI
         self._in_place = False  # the last apply put the state's document in place
+        # hosts a stopped run may have sent without writing them to the file (None:
+        # the record was not looked at yet); deleted from dhcpd before anything else
+        self._strays: set[omapi_journal.Entry] | None = None
         self.kea_hosts: kea_hosts.Writer | None = None  # Kea's hosts database, on first use
         # what the server runs: the preamble and reservation count of the file it
         # loaded last (None until the file in place was looked at)
@@ -220,6 +225,7 @@ class Pipeline:
         if self.hosts is None or document.parts is None:
             return _apply(document, config=self.config, metrics=self.metrics, check=check)
         plan = omapi_apply.diff(changed)
+        self._delete_strays()
         served = self._served_now()
         if plan:  # the wipe guard before anything reaches the server
             before = served[1] if served is not None else _reservations_in_place(self.config)
@@ -236,6 +242,7 @@ class Pipeline:
                 )
                 if ok:
                     self._served = (document.parts.preamble, len(document.parts.hosts))
+                    self._file_written()
                     self.metrics.applies.labels("omapi").inc()
                     logger.info(
                         "sent %d host changes to dhcpd over OMAPI",
@@ -251,6 +258,7 @@ class Pipeline:
         ok = _apply(document, config=self.config, metrics=self.metrics, check=check)
         if ok:
             self._served = (document.parts.preamble, len(document.parts.hosts))
+            self._file_written()
             if plan and self.config.reload_command:
                 self._after_restart(plan)
         return ok
@@ -272,6 +280,7 @@ class Pipeline:
         """Send ``plan``; False (logged and counted) if dhcpd did not take it."""
         assert self.hosts is not None
         try:
+            omapi_journal.record(self._journal, (*plan.moved, *plan.added))
             omapi_apply.send(self.hosts, plan)
         except omapi.OmapiError as exc:
             if isinstance(exc, omapi_apply.Mismatch):
@@ -287,6 +296,36 @@ class Pipeline:
                 logger.warning("OMAPI: %s", exc, extra={"action": "omapi_failed"})
             return False
         return True
+
+    @property
+    def _journal(self) -> Path:
+        return omapi_journal.path_for(self.config.output)
+
+    def _delete_strays(self) -> None:
+        """Delete from dhcpd the recorded hosts the file in place does not declare."""
+        assert self.hosts is not None
+        if self._strays is None:
+            declared = {host.name for host in _hosts_in_place(self.config)}
+            self._strays = {e for e in omapi_journal.read(self._journal) if e[0] not in declared}
+            if self._strays:
+                logger.warning(
+                    "%d hosts were sent to dhcpd by a run that stopped before writing"
+                    " them to the file; deleting them first",
+                    len(self._strays),
+                    extra={"action": "omapi_strays"},
+                )
+        for entry in sorted(self._strays):
+            try:
+                self.hosts.delete(entry[0])
+            except omapi.OmapiError as exc:
+                logger.warning("OMAPI: %s; retried at the next apply", exc)
+                return
+            self._strays.discard(entry)
+
+    def _file_written(self) -> None:
+        """The file in place declares every host sent: the record can go."""
+        if self.hosts is not None and not self._strays:
+            omapi_journal.clear(self._journal)
 
     def _after_restart(self, plan: omapi_apply.Diff) -> None:
         """After a restart, check the changed hosts once dhcpd answers and mend them: a
@@ -346,6 +385,10 @@ class Pipeline:
 
 def _reservations_in_place(config: settings.ApplySettings) -> int:
     return apply.count_reservations(apply.read_current(config.output), fmt=config.fmt)
+
+
+def _hosts_in_place(config: settings.ApplySettings) -> list[omapi.Host]:
+    return [omapi_apply.host_of(block) for block in _blocks_in_place(config).values()]
 
 
 def _blocks_in_place(config: settings.ApplySettings) -> dict[int, str]:
