@@ -95,8 +95,15 @@ def diff(changes: Iterable[tuple[str | None, str | None]]) -> Diff:
 
 def send(client: omapi.Client, plan: Diff) -> None:
     """Make dhcpd's hosts match ``plan``, then check them; raises ``omapi.OmapiError``."""
+    wanted = {host.mac for host in (*plan.moved, *plan.added)}
     for host in plan.removed:
         client.delete(host.name)  # False: it was gone already
+        if host.mac not in wanted:
+            # the MAC may be held under another name the file never had (an add that
+            # reached dhcpd before a crash, under a host name changed since): it goes too
+            holder = client.lookup_by_mac(host.mac)
+            if holder is not None:
+                client.delete(holder.name)
     for host in plan.moved:
         try:
             client.set_ip(host.name, host.ip)
