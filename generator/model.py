@@ -13,6 +13,41 @@ from dataclasses import dataclass
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Client architectures (DHCP option 93, RFC 4578) with a boot file of their own: the
+# Boot field and the option 93 values it answers. x64 UEFI firmware sends 7, some 9.
+ARCHITECTURES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("file_bios", (0,)),
+    ("file_uefi_x64", (7, 9)),
+    ("file_uefi_arm64", (11,)),
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Boot:
+    """Boot options (PXE): where a booting client finds its boot loader.
+
+    A subnet's are its own columns. A reservation's are what its host and hardware type
+    set, resolved by ``generator.read`` (host over hardware type): ``file`` is the first
+    level's ``boot_file``; each architecture's file is, from the first level that sets
+    any boot file, its file for that architecture, else its ``boot_file``. None leaves a
+    value to the next level (for a reservation: its subnet).
+    """
+
+    next_server: IPAddress | None = None
+    file: str | None = None  # any architecture
+    file_bios: str | None = None
+    file_uefi_x64: str | None = None
+    file_uefi_arm64: str | None = None
+
+    def by_architecture(self) -> list[tuple[tuple[int, ...], str]]:
+        """(option 93 values, file) for each architecture whose file differs from ``file``."""
+        found = []
+        for field, codes in ARCHITECTURES:
+            name = getattr(self, field)
+            if name is not None and name != self.file:
+                found.append((codes, name))
+        return found
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Subnet:
@@ -27,6 +62,7 @@ class Subnet:
     pool_start: IPAddress | None
     pool_end: IPAddress | None
     lease_time: int | None  # seconds
+    boot: Boot | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,6 +75,7 @@ class Interface:
     name: str
     mac: str  # as the database prints macaddr: 'aa:bb:cc:dd:ee:ff'
     ip: IPAddress
+    boot: Boot | None = None  # what its host or hardware type sets; None: nothing
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -100,6 +100,10 @@ class Host:
     mac: str  # 'aa:bb:cc:dd:ee:ff', lower case
     ip: str  # dotted IPv4
     hostname: str | None = None  # sent as 'option host-name'; dhcpd does not read it back
+    # More statements of the host's scope, as render_isc writes them (boot options:
+    # next-server, filename, if option arch ...); sent, not read back. dhcpd cannot
+    # change a host's statements in place: a change is a delete and an add.
+    statements: str | None = None
 
 
 def read_key_file(path: str | os.PathLike[str]) -> Key:
@@ -261,9 +265,15 @@ class Client:
             raise errors.UnsafeValue(f"not a host declaration name: {host.name!r}")
         values = [(b"name", host.name.encode("ascii")), *_mac_keys(host.mac)]
         values.append((b"ip-address", _packed_ip(host.ip)))
+        statements = []
         if host.hostname is not None:
-            statement = f"option host-name {quote.isc_string(host.hostname)};"
-            values.append((b"statements", statement.encode("ascii")))
+            statements.append(f"option host-name {quote.isc_string(host.hostname)};")
+        if host.statements:
+            if not host.statements.isprintable() or not host.statements.isascii():
+                raise errors.UnsafeValue(f"host {host.name}: statements are not one ASCII line")
+            statements.append(host.statements)
+        if statements:
+            values.append((b"statements", " ".join(statements).encode("ascii")))
         message = pypureomapi.OmapiMessage.open(b"host")
         message.message += [(b"create", _ONE), (b"exclusive", _ONE)]
         message.obj = values

@@ -27,11 +27,18 @@ from generator import errors, omapi
 
 logger = logging.getLogger(__name__)
 
+_FILE = r'filename "[^"\\\n]*";'
+_ARCH_TEST = r"option arch = [0-9a-f]{2}:[0-9a-f]{2}"
 _BLOCK = re.compile(
     r"\nhost (?P<name>\S+) \{\n"
     r"\s*hardware ethernet (?P<mac>[0-9a-f:]{17});\n"
     r"\s*fixed-address (?P<ip>[0-9.]+);\n"
     r'(?:\s*option host-name "(?P<hostname>[^"\\]*)";\n)?'
+    # boot options (render_isc.boot_statements): only these shapes, nothing else
+    r"(?P<boot>(?: *next-server [0-9.]+;\n)?"
+    rf"(?: *{_FILE}\n)?"
+    rf"(?: *if {_ARCH_TEST}(?: or {_ARCH_TEST})* \{{\n *{_FILE}\n *\}}\n)*)"
+    r"\}\n"
 )
 
 
@@ -48,8 +55,13 @@ def host_of(block: str) -> omapi.Host:
     match = _BLOCK.match(block)
     if match is None:
         raise errors.UnsafeValue(f"not a rendered host block: {block[:60]!r}")
+    boot = " ".join(line.strip() for line in match["boot"].splitlines())
     return omapi.Host(
-        name=match["name"], mac=match["mac"], ip=match["ip"], hostname=match["hostname"]
+        name=match["name"],
+        mac=match["mac"],
+        ip=match["ip"],
+        hostname=match["hostname"],
+        statements=boot or None,
     )
 
 
@@ -58,7 +70,8 @@ class Diff:
     """What dhcpd must be told, derived from (block before, block now) pairs."""
 
     removed: tuple[omapi.Host, ...] = ()
-    moved: tuple[omapi.Host, ...] = ()  # same name, MAC and host name; a new address
+    # same name, MAC, host name and statements; a new address
+    moved: tuple[omapi.Host, ...] = ()
     added: tuple[omapi.Host, ...] = ()
 
     def __len__(self) -> int:
@@ -84,13 +97,18 @@ def diff(changes: Iterable[tuple[str | None, str | None]]) -> Diff:
         old_host = before.get(name)
         if old_host == host:
             continue  # the same block left one address and came back to it
-        if old_host is not None and (old_host.mac, old_host.hostname) == (host.mac, host.hostname):
+        if old_host is not None and _same_but_address(old_host, host):
             moved.append(host)
         else:
             if old_host is not None:
                 removed.append(old_host)
             added.append(host)
     return Diff(removed=tuple(removed), moved=tuple(moved), added=tuple(added))
+
+
+def _same_but_address(old: omapi.Host, new: omapi.Host) -> bool:
+    """Only the address changed: dhcpd can change it in place (nothing else)."""
+    return (old.mac, old.hostname, old.statements) == (new.mac, new.hostname, new.statements)
 
 
 def send(client: omapi.Client, plan: Diff) -> None:

@@ -32,6 +32,7 @@ BATCH_ROWS = 5000  # interface rows received and turned into objects at a time
 
 _subnet = schema.metadata.tables["subnet"]
 _host = schema.metadata.tables["host"]
+_hardware_type = schema.metadata.tables["hardware_type"]
 _interface = schema.metadata.tables["interface"]
 _server = schema.metadata.tables["dhcp_server"]
 _served = schema.metadata.tables["dhcp_server_subnet"]
@@ -51,6 +52,11 @@ _SUBNET_COLUMNS = (
     _subnet.c.pool_start,
     _subnet.c.pool_end,
     _subnet.c.lease_time,
+    _subnet.c.next_server,
+    _subnet.c.boot_file,
+    _subnet.c.boot_file_bios,
+    _subnet.c.boot_file_uefi_x64,
+    _subnet.c.boot_file_uefi_arm64,
 )
 SUBNETS = sqlalchemy.select(*_SUBNET_COLUMNS).where(_subnet.c.dhcp_enabled)
 SCOPED_SUBNETS = SUBNETS.where(
@@ -75,6 +81,24 @@ _IP4 = sqlalchemy.case(
     )
 )
 _IP_TEXT = sqlalchemy.case((~_IS_V4, sqlalchemy.func.host(_ip)))
+
+
+def _boot_columns() -> tuple[sqlalchemy.ColumnElement[Any], ...]:
+    """A reservation's boot options, host over hardware type (``model.Boot``): the next
+    server and boot file of the first level that sets them; an architecture's file from
+    the host (its own, else its boot file), else from the hardware type likewise."""
+    host, kind = _host.c, _hardware_type.c
+    coalesce = sqlalchemy.func.coalesce
+    columns = [
+        coalesce(host.next_server, kind.next_server).label("next_server"),
+        coalesce(host.boot_file, kind.boot_file).label("boot_file"),
+    ]
+    for column in schema.BOOT_FILE_COLUMNS[1:]:
+        chain = (host[column], host.boot_file, kind[column], kind.boot_file)
+        columns.append(coalesce(*chain).label(column))
+    return tuple(columns)
+
+
 _ROW_COLUMNS = (
     _interface.c.id,
     _interface.c.host_id,
@@ -83,6 +107,7 @@ _ROW_COLUMNS = (
     sqlalchemy.cast(_interface.c.mac, sqlalchemy.Text).label("mac"),
     _IP4.label("ip4"),
     _IP_TEXT.label("ip_text"),
+    *_boot_columns(),
 )
 _NOT_IN_DISABLED_SUBNET = ~sqlalchemy.exists().where(
     ~_other_subnet.c.dhcp_enabled,
@@ -97,7 +122,9 @@ _IN_SCOPE = sqlalchemy.exists().where(
     _scope_subnet.c.dhcp_enabled,
     _scope_subnet.c.network.op(">>=", is_comparison=True)(_interface.c.ip),
 )
-_JOINED = _interface.join(_host, _host.c.id == _interface.c.host_id)
+_JOINED = _interface.join(_host, _host.c.id == _interface.c.host_id).outerjoin(
+    _hardware_type, _hardware_type.c.id == _host.c.hardware_type_id
+)
 
 INTERFACES = sqlalchemy.select(*_ROW_COLUMNS).select_from(_JOINED).where(_WANTED)
 
@@ -115,6 +142,7 @@ SCOPED_INTERFACES = (
         _scope_subnet.join(_served, _served.c.subnet_id == _scope_subnet.c.id)
         .join(_interface, sqlalchemy.and_(_ip >= _scope_first, _ip <= _scope_last))
         .join(_host, _host.c.id == _interface.c.host_id)
+        .outerjoin(_hardware_type, _hardware_type.c.id == _host.c.hardware_type_id)
     )
     .where(_served.c.dhcp_server_id == _SERVER, _scope_subnet.c.dhcp_enabled, _WANTED)
 )
@@ -279,7 +307,7 @@ def read_named(
                 for row in conn.execute(query, params):
                     found.add(row.id)
                     if row.wanted:
-                        wanted.append(_interface_from_row(tuple(row)[:7]))
+                        wanted.append(_interface_from_row(tuple(row)[:_ROW_WIDTH]))
             if server is not None:
                 for subnet in sorted(subnet_ids):
                     check = {"subnet": subnet, "server": server}
@@ -397,6 +425,13 @@ def check_connection(engine: sqlalchemy.Engine) -> None:
 
 
 def _subnet_from_row(row: Any) -> model.Subnet:
+    boot = _boot(
+        row.next_server,
+        row.boot_file,
+        row.boot_file_bios,
+        row.boot_file_uefi_x64,
+        row.boot_file_uefi_arm64,
+    )
     return model.Subnet(
         id=row.id,
         name=row.name,
@@ -407,15 +442,52 @@ def _subnet_from_row(row: Any) -> model.Subnet:
         pool_start=row.pool_start,
         pool_end=row.pool_end,
         lease_time=row.lease_time,
+        boot=boot,
     )
 
 
+_ROW_WIDTH = len(_ROW_COLUMNS)
+
+
 def _interface_from_row(row: tuple[Any, ...]) -> model.Interface:
-    id_, host_id, hostname, name, mac, ip4, ip_text = row
+    id_, host_id, hostname, name, mac, ip4, ip_text, *boot_values = row
     ip = ipaddress.IPv4Address(ip4) if ip4 is not None else ipaddress.ip_address(ip_text)
     # nearly every row has one of a few names ("eth0"): share one string, not a million
     name = sys.intern(name) if type(name) is str else name
-    return model.Interface(id=id_, host_id=host_id, hostname=hostname, name=name, mac=mac, ip=ip)
+    return model.Interface(
+        id=id_,
+        host_id=host_id,
+        hostname=hostname,
+        name=name,
+        mac=mac,
+        ip=ip,
+        boot=_boot(*boot_values),
+    )
+
+
+def _boot(
+    next_server: Any,
+    file: Any,
+    file_bios: Any,
+    file_uefi_x64: Any,
+    file_uefi_arm64: Any,
+) -> model.Boot | None:
+    """The boot options of a row, or None when it sets none (nearly every row)."""
+    if (
+        next_server is None
+        and file is None
+        and file_bios is None
+        and file_uefi_x64 is None
+        and file_uefi_arm64 is None
+    ):
+        return None
+    return model.Boot(
+        next_server=next_server,
+        file=file,
+        file_bios=file_bios,
+        file_uefi_x64=file_uefi_x64,
+        file_uefi_arm64=file_uefi_arm64,
+    )
 
 
 def _first_line(exc: sa_exc.DBAPIError | psycopg.Error) -> str:

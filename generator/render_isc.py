@@ -19,6 +19,8 @@ HEADER = (
     "# Do not edit: the next change in the database overwrites this file.",
 )
 INDENT = "  "
+# Option 93 (client architecture, RFC 4578) by the name the boot file conditions use.
+ARCH_OPTION = "option arch code 93 = unsigned integer 16;"
 
 
 def render(
@@ -67,6 +69,8 @@ def _global_statements(options: render_options.RenderOptions) -> list[str]:
         "ddns-update-style none;",
         f"default-lease-time {options.default_lease_time:d};",
         f"max-lease-time {options.max_lease_time:d};",
+        # Always: host blocks (in the file or over OMAPI) may test it.
+        ARCH_OPTION,
     ]
     if options.omapi_port is not None and options.omapi_key_file and options.omapi_key_name:
         # Host changes arrive over OMAPI; the listener binds every address: firewall it.
@@ -94,19 +98,45 @@ def _subnet_block(subnet: model.Subnet) -> list[str]:
         # One fixed lease time: clients cannot ask for more than the subnet says.
         body.append(f"default-lease-time {subnet.lease_time:d};")
         body.append(f"max-lease-time {subnet.lease_time:d};")
+    body += boot_statements(subnet.boot)
     if subnet.pool_start is not None and subnet.pool_end is not None:
         body.append(f"range {quote.ipv4(subnet.pool_start)} {quote.ipv4(subnet.pool_end)};")
     head = f"subnet {network.network_address} netmask {network.netmask} {{"
     return [head, *(INDENT + line for line in body), "}"]
 
 
+def boot_statements(boot: model.Boot | None) -> list[str]:
+    """``next-server`` and ``filename``, and a file per client architecture as an ``if``
+    on option 93 after the plain ``filename`` (the later statement wins).
+
+    In a subnet block they are the subnet's own; in a host block what its host or
+    hardware type sets, and dhcpd runs host statements after the subnet's, so they win."""
+    if boot is None:
+        return []
+    lines = []
+    if boot.next_server is not None:
+        lines.append(f"next-server {quote.ipv4_text(boot.next_server)};")
+    if boot.file is not None:
+        lines.append(f"filename {quote.isc_string(boot.file)};")
+    for codes, name in boot.by_architecture():
+        test = " or ".join(f"option arch = {code >> 8:02x}:{code & 255:02x}" for code in codes)
+        lines += [f"if {test} {{", f"{INDENT}filename {quote.isc_string(name)};", "}"]
+    return lines
+
+
 def host_block(interface: model.Interface) -> str:
     """One host block, the blank line before it and its final newline, as one string."""
     name, mac = quote.host_declaration(interface.hostname, interface.mac)
+    boot = (
+        ""
+        if interface.boot is None
+        else "".join(f"{INDENT}{line}\n" for line in boot_statements(interface.boot))
+    )
     return (
         f"\nhost {name} {{\n"
         f"{INDENT}hardware ethernet {mac};\n"
         f"{INDENT}fixed-address {quote.ipv4_text(interface.ip)};\n"
         f"{INDENT}option host-name {quote.isc_string(interface.hostname)};\n"
+        f"{boot}"
         "}\n"
     )

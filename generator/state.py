@@ -57,6 +57,8 @@ class State(Generic[Out]):
         self._ok: dict[int, Record[Out]] = {}  # id -> record, rows with no own fault
         self._faults: dict[int, validate.Problem] = {}  # rows with an own fault
         self._losers: dict[int, validate.Problem] = {}  # duplicates of a kept row
+        # rows with no own fault whose unsafe boot options were dropped (legacy rows)
+        self._notes: dict[int, list[validate.Problem]] = {}
         self._by_mac: dict[str, Holders] = {}  # MAC -> id(s) of _ok rows holding it
         self._by_ip: dict[int, Holders] = {}
         self._kept: dict[int, int] = {}  # address -> id of the kept row there
@@ -123,6 +125,11 @@ class State(Generic[Out]):
         if fault is not None:
             self._faults[row.id] = validate.interface_problem(row, fault)
             return False
+        if row.boot is not None:
+            notes: list[validate.Problem] = []
+            row = validate.clean_interface_boot(row, notes)
+            if notes:
+                self._notes[row.id] = notes
         canonical = row if mac == row.mac else _with_mac(row, mac)
         self._ok[row.id] = (address, mac, row, self._make(canonical))
         _hold(self._by_mac, mac, row.id)
@@ -133,6 +140,7 @@ class State(Generic[Out]):
         """Take a row out; the rows sharing its MAC or address are looked at again."""
         self._faults.pop(id_, None)
         self._losers.pop(id_, None)
+        self._notes.pop(id_, None)
         record = self._ok.pop(id_, None)
         if record is None:
             return
@@ -238,19 +246,26 @@ class State(Generic[Out]):
     def problems(self) -> tuple[validate.Problem, ...]:
         """Every row left out, as ``validate.check`` lists them: subnets, then rows by id."""
         rows = {**self._faults, **self._losers}
-        return self.subnet_problems + tuple(rows[id_] for id_ in sorted(rows))
+        return self.subnet_problems + tuple(self._rows_problems(rows.keys() | self._notes.keys()))
 
-    def problems_of(self, ids: Iterable[int]) -> list[validate.Problem]:
-        """The problems of the rows ``ids`` (those left out), in id order."""
-        found = []
-        for id_ in sorted(set(ids)):
+    def _rows_problems(self, ids: Iterable[int]) -> list[validate.Problem]:
+        """The problems of rows ``ids`` in id order: dropped options, then the row's own."""
+        found: list[validate.Problem] = []
+        for id_ in sorted(ids):
+            found += self._notes.get(id_, ())
             problem = self._faults.get(id_) or self._losers.get(id_)
             if problem is not None:
                 found.append(problem)
         return found
 
+    def problems_of(self, ids: Iterable[int]) -> list[validate.Problem]:
+        """The problems of the rows ``ids`` (those left out, or with options dropped),
+        in id order."""
+        return self._rows_problems(set(ids))
+
     def problem_count(self) -> int:
-        return len(self.subnet_problems) + len(self._faults) + len(self._losers)
+        notes = sum(len(found) for found in self._notes.values())
+        return len(self.subnet_problems) + len(self._faults) + len(self._losers) + notes
 
     def changed(self) -> bool:
         """True if some address's output differs from what it was when changes were
@@ -328,5 +343,11 @@ def _ids(holders: Holders) -> tuple[int, ...] | list[int]:
 
 def _with_mac(row: model.Interface, mac: str) -> model.Interface:
     return model.Interface(
-        id=row.id, host_id=row.host_id, hostname=row.hostname, name=row.name, mac=mac, ip=row.ip
+        id=row.id,
+        host_id=row.host_id,
+        hostname=row.hostname,
+        name=row.name,
+        mac=mac,
+        ip=row.ip,
+        boot=row.boot,
     )

@@ -26,6 +26,8 @@ SUBNET_ID_RANGE = range(1, 2**32 - 1)
 LEASE_TIME_RANGE = range(1, 2**31)  # seconds
 MAX_NAME_LENGTH = 253  # characters, RFC 1123 host and domain names
 SHOWN_TEXT_LENGTH = 64  # characters of a bad value quoted in a message
+# The BOOTP 'file' field and Kea's hosts database hold 128 octets (migration 0007).
+MAX_BOOT_FILE_LENGTH = 128  # characters
 
 # Both cases spelled out: without IGNORECASE, dotted names match in half the time.
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -34,6 +36,10 @@ _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}", re.ASCII 
 # How PostgreSQL prints macaddr: matching it first spares the general pattern and a copy.
 _CANONICAL_MAC = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", re.ASCII)
 _INTERFACE_NAME = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,31}", re.ASCII | re.IGNORECASE)
+# Printable ASCII without space, '"', "'" or backslash: machinedb.is_boot_file_name.
+_BOOT_FILE = re.compile(rf"[!#-&(-\[\]-~]{{1,{MAX_BOOT_FILE_LENGTH}}}", re.ASCII)
+_NOT_NEXT_SERVER = (ipaddress.IPv4Network("0.0.0.0/32"), ipaddress.IPv4Network("224.0.0.0/3"))
+_BOOT_FILE_FIELDS = ("file", *(field for field, _ in model.ARCHITECTURES))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +86,51 @@ def is_unicast_mac(mac: str) -> bool:
 def is_interface_name(text: str) -> bool:
     """A name that is harmless in any config or log line (``eth0``, ``bond0.12``)."""
     return _INTERFACE_NAME.fullmatch(text) is not None
+
+
+def is_boot_file_name(text: str) -> bool:
+    """1-128 printable ASCII characters, none of them a space, quote or backslash."""
+    return _BOOT_FILE.fullmatch(text) is not None
+
+
+def is_next_server(address: model.IPAddress) -> bool:
+    """One IPv4 unicast address: not 0.0.0.0, multicast or broadcast."""
+    return isinstance(address, ipaddress.IPv4Address) and not any(
+        address in network for network in _NOT_NEXT_SERVER
+    )
+
+
+def clean_boot(
+    boot: model.Boot | None, row: str, problems: list[Problem], rule: str
+) -> model.Boot | None:
+    """``boot`` without the values that are not safe (each added to ``problems``)."""
+    if boot is None:
+        return None
+    changes: dict[str, object] = {}
+    if boot.next_server is not None and not is_next_server(boot.next_server):
+        detail = f"next_server {boot.next_server} is not an IPv4 unicast address; option dropped"
+        problems.append(_problem(f"{rule}_next_server_ipv4", row, detail))
+        changes["next_server"] = None
+    for field in _BOOT_FILE_FIELDS:
+        name = getattr(boot, field)
+        if name is not None and not is_boot_file_name(name):
+            column = "boot_" + field
+            detail = f"{column} {_show(name)} is not a safe boot file name; option dropped"
+            problems.append(_problem(f"{rule}_boot_file_name", row, detail))
+            changes[field] = None
+    if not changes:
+        return boot
+    cleaned = dataclasses.replace(boot, **changes)  # type: ignore[arg-type]
+    return None if cleaned == model.Boot() else cleaned
+
+
+def clean_interface_boot(interface: model.Interface, problems: list[Problem]) -> model.Interface:
+    """``interface`` without the boot options that are not safe (legacy rows of its host
+    or hardware type); the reservation itself stays."""
+    if interface.boot is None:
+        return interface
+    boot = clean_boot(interface.boot, _interface_label(interface), problems, "host")
+    return interface if boot is interface.boot else dataclasses.replace(interface, boot=boot)
 
 
 def check(inventory: model.Inventory) -> Checked:
@@ -163,8 +214,13 @@ def _clean_subnet_options(subnet: model.Subnet, row: str, problems: list[Problem
         detail = f"lease_time {lease_time} is outside {bounds}; option dropped"
         problems.append(_problem("subnet_lease_time_positive", row, detail))
         lease_time = None
+    boot = clean_boot(subnet.boot, row, problems, "subnet")
     return dataclasses.replace(
-        subnet, domain_name=domain_name, dns_servers=tuple(dns_servers), lease_time=lease_time
+        subnet,
+        domain_name=domain_name,
+        dns_servers=tuple(dns_servers),
+        lease_time=lease_time,
+        boot=boot,
     )
 
 
@@ -181,7 +237,9 @@ def _check_interfaces(
     ordered = sorted(rows, key=_by_id)
     # Lazily: a list of 100,000 results would only add to the peak.
     own = (own_check_of(interface, finder) for interface in ordered)
-    for interface, (own_fault, mac, address) in zip(ordered, own, strict=True):
+    for row, (own_fault, mac, address) in zip(ordered, own, strict=True):
+        # Unsafe boot options of a row that is otherwise fine are dropped, not the row.
+        interface = row if own_fault is not None else clean_interface_boot(row, problems)
         # Duplicates are judged among otherwise good rows, so a broken row never
         # keeps a good one out. The lowest id wins.
         fault = own_fault or _duplicate_fault(mac, address, by_mac, by_ip)

@@ -5,9 +5,10 @@
 --   boot_file_bios        ... for a client that says it is BIOS x86   (option 93 = 0)
 --   boot_file_uefi_x64    ... for x64 UEFI                            (option 93 = 7 or 9)
 --   boot_file_uefi_arm64  ... for ARM64 UEFI                          (option 93 = 11)
--- Precedence: host over hardware type over subnet, level by level: a level that sets
--- any boot file decides the file for every architecture (its own architecture's file,
--- else its boot_file); next_server is taken from the most specific level that sets it.
+-- Precedence: host over hardware type over subnet. next_server comes from the most
+-- specific level that sets it; a client of one of the three architectures gets the
+-- first of: the host's file for it, the host's boot_file, the same two of the hardware
+-- type, then of the subnet (docs/dba.md).
 -- Columns rather than a table keyed by architecture: the architectures PXE firmware
 -- sends in practice are these three, each level has one row to read, a NULL means
 -- "inherit", and the existing capture and grants of the three tables cover them.

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg import errors
 
-from generator import read, render, syntax_check, validate
+from generator import model, read, render, syntax_check, validate
 from tests.conftest import require
 from tests.integration import test_generator_golden as golden
 from tests.integration.inventory import seed, snapshot
@@ -397,6 +397,42 @@ def _printable_subnet_name(name: str) -> bool | None:
     return True if name.isascii() else None
 
 
+BOOT_COLUMNS = ("boot_file", "boot_file_bios", "boot_file_uefi_x64", "boot_file_uefi_arm64")
+GOOD_BOOT_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 128, "{a};#b"]
+boot_files = st.one_of(st.none(), st.sampled_from(GOOD_BOOT_FILES), free_text)
+NEXT_SERVERS = ["10.50.0.5", "192.0.2.7", "0.0.0.0", "224.0.0.9", "255.255.255.255", "2001:db8::5"]
+
+
+def _boot_file_ok(name: str) -> bool:
+    return 1 <= len(name) <= 128 and all("!" <= c <= "~" and c not in "\"'\\" for c in name)
+
+
+def write_boot_options(data: st.DataObject, writer: Writer, table: str, row: int) -> None:
+    """Boot options of one row, column by column: refused exactly where the rules say."""
+    server = data.draw(st.one_of(st.none(), st.sampled_from(NEXT_SERVERS)), label="next server")
+    if server is not None:
+        address = ipaddress.ip_address(server)
+        valid = address.version == 4 and 0 < int(address) < 0xE0000000
+        writer.insert(
+            f"UPDATE {table} SET next_server = %s WHERE id = %s RETURNING id",
+            [server, row],
+            valid=valid,
+            rule=f"{table}_next_server_ipv4",
+        )
+    for column in BOOT_COLUMNS:
+        name = data.draw(boot_files, label=column)
+        if name is None:
+            continue
+        if _boot_file_ok(name):
+            name = name.lower().replace(MARK, "ok")  # a safe name is rendered: no marker
+        writer.insert(
+            f"UPDATE {table} SET {column} = %s WHERE id = %s RETURNING id",
+            [name, row],
+            valid=_boot_file_ok(name),
+            rule=f"{table}_boot_file_name",
+        )
+
+
 def write_inventory(data: st.DataObject, writer: Writer) -> None:
     """Hostile text in every text column; typed columns valid, so rows meet."""
     hardware: list[int] = []
@@ -413,6 +449,7 @@ def write_inventory(data: st.DataObject, writer: Writer) -> None:
         )
         if row is not None:
             assert writer.stored("hardware_type", "name, vendor, model", row) == tuple(values)
+            write_boot_options(data, writer, "hardware_type", row)
             hardware.append(row)
             hardware_names.add(name)
     services: list[int] = []
@@ -456,6 +493,7 @@ def write_inventory(data: st.DataObject, writer: Writer) -> None:
             domain = domain if domain is not None and _rfc1123(domain) else None
             writer.insert(statement, [name, domain, *typed_params], valid=True)
         subnet_names_used.add(name)
+        write_boot_options(data, writer, "subnet", subnet_id)
 
     hostnames_used: set[str] = set()
     addresses = list(ADDRESSES)
@@ -480,6 +518,7 @@ def write_inventory(data: st.DataObject, writer: Writer) -> None:
         assert host is not None
         assert writer.stored("host", "hostname, description", host) == (hostname, params[2])
         hostnames_used.add(hostname.lower())
+        write_boot_options(data, writer, "host", host)
         for service in data.draw(st.sets(st.sampled_from(services)) if services else st.just(())):
             writer.insert(
                 "INSERT INTO host_service VALUES (%s, %s) RETURNING host_id",
@@ -522,6 +561,50 @@ def expected_reservations(db: psycopg.Connection[Any]) -> set[tuple[str, str, st
         if homes == [True]:
             expected.add((mac, ip, hostname))
     return expected
+
+
+def _boot_of(row: tuple[Any, ...]) -> model.Boot:
+    server, *files = row
+    return model.Boot(
+        next_server=None if server is None else ipaddress.ip_address(server),
+        file=files[0],
+        file_bios=files[1],
+        file_uefi_x64=files[2],
+        file_uefi_arm64=files[3],
+    )
+
+
+def expected_boots(db: psycopg.Connection[Any]) -> dict[str, dict[str, str]]:
+    """The boot statements each DHCP subnet (by address) and each reservation (by MAC)
+    must have, from the raw rows: host over hardware type, per architecture."""
+    columns = "host(next_server), " + ", ".join(BOOT_COLUMNS)
+    found = {}
+    for network, *boot in db.execute(
+        f"SELECT host(network), {columns} FROM subnet WHERE dhcp_enabled"
+    ).fetchall():
+        found[network] = prop.oracle_boot(_boot_of(tuple(boot)))
+    reserved = {mac for mac, _, _ in expected_reservations(db)}
+    own = ", ".join(f"h.{c}" for c in ("next_server", *BOOT_COLUMNS))
+    kind = ", ".join(f"t.{c}" for c in ("next_server", *BOOT_COLUMNS))
+    rows = db.execute(
+        f"SELECT i.mac::text, {own}, {kind} FROM interface i JOIN host h ON h.id = i.host_id"
+        " LEFT JOIN hardware_type t ON t.id = h.hardware_type_id"
+    ).fetchall()
+    for mac, *values in rows:
+        if mac not in reserved:
+            continue
+        host, hw = values[:5], values[5:]
+
+        def first(*candidates: Any) -> Any:
+            return next((c for c in candidates if c is not None), None)
+
+        resolved = [first(host[0], hw[0]), first(host[1], hw[1])]
+        for index in (2, 3, 4):  # an architecture: its own file, else the level's boot file
+            resolved.append(first(host[index], host[1], hw[index], hw[1]))
+        server = resolved[0]
+        resolved[0] = None if server is None else str(ipaddress.ip_interface(server).ip)
+        found[mac] = prop.oracle_boot(_boot_of(tuple(resolved)))
+    return found
 
 
 def render_both(engine: sqlalchemy.Engine) -> tuple[str, str]:
@@ -574,6 +657,11 @@ def test_hostile_text_in_every_column_renders_safely(
     isc_found, kea_found = prop.isc_reservations(isc), prop.kea_reservations(kea)
     assert len(isc_found) == len(kea_found) == len(expected)
     assert set(isc_found) == set(kea_found) == expected
+    # Boot options: in the host or subnet block the precedence gives, and nothing else.
+    isc_boots: dict[str, dict[str, str]] = {}
+    prop.isc_reservations(isc, isc_boots)
+    assert isc_boots == expected_boots(db)
+    event(f"boot statements: {'some' if any(isc_boots.values()) else 'none'}")
 
     # Text that belongs in the config is there, quoted; other text is not there at all.
     assert MARK not in isc.lower() and MARK not in kea.lower()

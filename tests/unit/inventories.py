@@ -24,6 +24,7 @@ def subnet(
     dns_servers: Iterable[str] = (),
     pool: tuple[str | None, str | None] = (None, None),
     lease_time: int | None = None,
+    boot: model.Boot | None = None,
 ) -> model.Subnet:
     return model.Subnet(
         id=id,
@@ -35,11 +36,19 @@ def subnet(
         pool_start=_address(pool[0]),
         pool_end=_address(pool[1]),
         lease_time=lease_time,
+        boot=boot,
     )
 
 
 def interface(
-    id: int, hostname: str, mac: str, ip: str, *, name: str = "eth0", host_id: int = 0
+    id: int,
+    hostname: str,
+    mac: str,
+    ip: str,
+    *,
+    name: str = "eth0",
+    host_id: int = 0,
+    boot: model.Boot | None = None,
 ) -> model.Interface:
     return model.Interface(
         id=id,
@@ -48,6 +57,7 @@ def interface(
         name=name,
         mac=mac,
         ip=ipaddress.ip_address(ip),
+        boot=boot,
     )
 
 
@@ -99,3 +109,54 @@ def sample() -> model.Inventory:
     )  # fmt: skip
     # Reversed on purpose: the result must not depend on the order rows arrive in.
     return model.Inventory(subnets=subnets[::-1], interfaces=interfaces[::-1])
+
+
+def boot(
+    next_server: str | None = None,
+    file: str | None = None,
+    *,
+    bios: str | None = None,
+    uefi_x64: str | None = None,
+    uefi_arm64: str | None = None,
+) -> model.Boot:
+    return model.Boot(
+        next_server=_address(next_server),
+        file=file,
+        file_bios=bios,
+        file_uefi_x64=uefi_x64,
+        file_uefi_arm64=uefi_arm64,
+    )
+
+
+def boot_sample() -> model.Inventory:
+    """Boot options at every level, as ``generator.read`` resolves them for reservations
+    (host over hardware type; an architecture's file, else the level's boot file).
+
+    Subnet 1 sets everything, subnet 2 only a boot file, subnet 3 nothing; the
+    reservations set nothing, a next server only, a file only, one architecture's file
+    only, a file and an architecture's file, or every architecture the same file.
+    """
+    subnets = (
+        subnet(1, "10.0.0.0/24", name="pxe", pool=("10.0.0.100", "10.0.0.200"),
+               boot=boot("10.0.0.5", "pxelinux.0", bios="bios/pxelinux.0",
+                         uefi_x64="grubx64.efi", uefi_arm64="grubaa64.efi")),
+        subnet(2, "10.0.1.0/24", name="file-only", boot=boot(file="undionly.kpxe")),
+        subnet(3, "10.0.2.0/24", name="no-boot"),
+    )  # fmt: skip
+    interfaces = (
+        interface(1, "inherits", "02:00:00:00:01:01", "10.0.0.10"),
+        interface(2, "own-server", "02:00:00:00:01:02", "10.0.0.11", boot=boot("10.0.0.6")),
+        interface(3, "own-file", "02:00:00:00:01:03", "10.0.0.12",
+                  boot=boot(file="install.efi", bios="install.efi", uefi_x64="install.efi",
+                            uefi_arm64="install.efi")),
+        interface(4, "uefi-only", "02:00:00:00:01:04", "10.0.0.13",
+                  boot=boot(uefi_x64="r640/grubx64.efi")),
+        interface(5, "file-and-arm", "02:00:00:00:01:05", "10.0.1.10",
+                  boot=boot("10.0.1.7", "ipxe.efi", bios="ipxe.efi", uefi_x64="ipxe.efi",
+                            uefi_arm64="arm/ipxe.efi")),
+        interface(6, "no-subnet-boot", "02:00:00:00:01:06", "10.0.2.10",
+                  boot=boot("10.0.2.5", "pxelinux.0", bios="pxelinux.0",
+                            uefi_x64="grubx64.efi", uefi_arm64="pxelinux.0")),
+        interface(7, "plain", "02:00:00:00:01:07", "10.0.2.11"),
+    )  # fmt: skip
+    return model.Inventory(subnets=subnets, interfaces=interfaces)

@@ -29,16 +29,18 @@ def test_relevance_comes_from_what_the_reads_use() -> None:
     assert {"host", "interface", "subnet"} <= UNSCOPED
     assert "dhcp_server_subnet" not in UNSCOPED  # without --server every subnet is rendered
     assert {"host", "interface", "subnet", "dhcp_server_subnet"} <= SCOPED
-    for table in ("service", "host_service", "hardware_type", "rack", "dhcp_server"):
+    # boot options (migration 0007): a host's hardware type gives its defaults
+    assert "hardware_type" in UNSCOPED and "hardware_type" in SCOPED
+    for table in ("service", "host_service", "rack", "dhcp_server"):
         assert table not in SCOPED
 
 
-@pytest.mark.parametrize("table", ["host", "interface", "subnet"])
+@pytest.mark.parametrize("table", ["host", "interface", "subnet", "hardware_type"])
 def test_tables_that_affect_dhcp_are_relevant(table: str) -> None:
     assert change(table, {"id": 1}).kind == changes.RELEVANT
 
 
-@pytest.mark.parametrize("table", ["service", "host_service", "hardware_type", "rack", "cdc.x"])
+@pytest.mark.parametrize("table", ["service", "host_service", "rack", "cdc.x"])
 def test_a_table_no_render_reads_is_acknowledged_quietly(
     table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -67,6 +69,7 @@ def test_rows_named_are_re_read_by_key() -> None:
         ("interface", None, "TRUNCATE"),
         ("interface", {"id": "x"}, "UPDATE"),  # a key that cannot be re-read
         ("host", {"uuid": 5}, "UPDATE"),
+        ("hardware_type", {"id": 1}, "UPDATE"),  # boot options of every host of that type
     ],
 )
 def test_what_cannot_be_re_read_by_row_asks_for_a_full_pass(

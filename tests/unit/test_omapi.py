@@ -260,6 +260,15 @@ def test_add_lookup_set_ip_delete(fake: FakeDhcpd) -> None:
     assert fake.connections == 1
 
 
+def test_boot_statements_follow_the_host_name(fake: FakeDhcpd) -> None:
+    boot = 'next-server 10.0.0.2; if option arch = 00:07 { filename "grubx64.efi"; }'
+    with client(fake) as c:
+        c.add(omapi.Host(name="web1", mac=MAC, ip="10.0.0.5", hostname="web1", statements=boot))
+        c.add(omapi.Host(name="db1", mac="02:00:5e:10:00:09", ip="10.0.0.9", statements=boot))
+    assert fake.hosts[b"web1"][b"statements"] == b'option host-name "web1"; ' + boot.encode()
+    assert fake.hosts[b"db1"][b"statements"] == boot.encode()
+
+
 @pytest.mark.parametrize(
     "host",
     [
@@ -267,6 +276,8 @@ def test_add_lookup_set_ip_delete(fake: FakeDhcpd) -> None:
         omapi.Host(name="web1", mac="02:00:5e", ip="10.0.0.5"),
         omapi.Host(name="web1", mac=MAC, ip="10.0.0.256"),
         omapi.Host(name="web1", mac=MAC, ip="10.0.0.5", hostname="x" * 300),
+        omapi.Host(name="web1", mac=MAC, ip="10.0.0.5", statements='filename "a";\n}'),
+        omapi.Host(name="web1", mac=MAC, ip="10.0.0.5", statements='filename "é";'),
     ],
 )
 def test_unsafe_values_are_refused_before_anything_is_sent(

@@ -109,3 +109,79 @@ def test_what_dhcpd_does_not_show_afterwards_is_a_mismatch() -> None:
     assert caught.value.problems == [
         "MAC 02:00:00:00:00:02: expected db1-02-00-00-00-00-02 at 10.0.0.20, dhcpd has nothing"
     ]
+
+
+def boot_block(boot: model.Boot | None, ip: str = "10.0.0.10") -> str:
+    return render_isc.host_block(
+        model.Interface(
+            id=1,
+            host_id=1,
+            hostname="web1",
+            name="eth0",
+            mac="02:00:00:00:00:01",
+            ip=ipaddress.ip_address(ip),
+            boot=boot,
+        )
+    )
+
+
+UEFI = model.Boot(next_server=ipaddress.IPv4Address("10.0.0.5"), file_uefi_x64="grubx64.efi")
+EVERYTHING = model.Boot(
+    next_server=ipaddress.IPv4Address("10.0.0.6"),
+    file="pxelinux.0",
+    file_bios="bios.0",
+    file_uefi_x64="grubx64.efi",
+    file_uefi_arm64="{grub};aa64.efi",
+)
+
+
+def test_a_block_with_boot_options_gives_them_as_statements() -> None:
+    host = omapi_apply.host_of(boot_block(UEFI))
+    assert host.statements == (
+        "next-server 10.0.0.5; if option arch = 00:07 or option arch = 00:09 {"
+        ' filename "grubx64.efi"; }'
+    )
+    assert (host.name, host.mac, host.ip, host.hostname) == (
+        "web1-02-00-00-00-00-01",
+        "02:00:00:00:00:01",
+        "10.0.0.10",
+        "web1",
+    )
+    assert omapi_apply.host_of(boot_block(EVERYTHING)).statements == (
+        'next-server 10.0.0.6; filename "pxelinux.0";'
+        ' if option arch = 00:00 { filename "bios.0"; }'
+        ' if option arch = 00:07 or option arch = 00:09 { filename "grubx64.efi"; }'
+        ' if option arch = 00:0b { filename "{grub};aa64.efi"; }'
+    )
+    assert omapi_apply.host_of(boot_block(None)).statements is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "  deny booting;\n",
+        '  filename "a"; deny booting;\n',
+        "  if option arch = 00:07 {\n    deny booting;\n  }\n",
+        '  next-server 10.0.0.5; filename "x";\n',
+        '  filename "a\\"b";\n',
+    ],
+)
+def test_only_rendered_boot_statements_are_taken(extra: str) -> None:
+    text = boot_block(None).replace("}\n", extra + "}\n")
+    with pytest.raises(omapi.errors.UnsafeValue):
+        omapi_apply.host_of(text)
+
+
+def test_a_boot_option_change_is_a_delete_and_an_add() -> None:
+    old, new = boot_block(None), boot_block(UEFI)
+    plan = omapi_apply.diff([(old, new)])
+    assert [h.statements for h in plan.removed] == [None]
+    assert [h.statements for h in plan.added] == [omapi_apply.host_of(new).statements]
+    assert plan.moved == ()
+    # a new address with the same options still moves in place
+    moved = omapi_apply.diff([(new, None), (None, boot_block(UEFI, "10.0.0.11"))])
+    assert [h.ip for h in moved.moved] == ["10.0.0.11"] and moved.added == ()
+    server = FakeDhcpd([omapi_apply.host_of(old)])
+    omapi_apply.send(server, plan)  # type: ignore[arg-type]
+    assert server.calls[:2] == ["delete web1-02-00-00-00-00-01", "add web1-02-00-00-00-00-01"]
+    assert server.hosts["web1-02-00-00-00-00-01"].statements == plan.added[0].statements

@@ -11,7 +11,7 @@ import pytest
 from generator import errors, model, quote, render, render_isc, render_options, validate
 from tests.unit import isc_syntax
 from tests.unit.conftest import Checker, Golden
-from tests.unit.inventories import HOSTILE, interface, sample, subnet
+from tests.unit.inventories import HOSTILE, boot, boot_sample, interface, sample, subnet
 
 OPTIONS = render_options.RenderOptions()
 
@@ -87,7 +87,7 @@ def test_subnet_options_and_lease_times() -> None:
         interfaces=(),
     )
     blocks = [s.block for s in isc_syntax.parse(render_isc.render(rows, options=OPTIONS))]
-    assert [s.words for s in blocks[4] or []] == [
+    assert [s.words for s in blocks[5] or []] == [
         ["option", "routers", "10.0.0.1"],
         ["option", "domain-name-servers", "10.0.0.2", "10.0.0.3"],
         ["option", "domain-name", "example.com"],
@@ -95,7 +95,7 @@ def test_subnet_options_and_lease_times() -> None:
         ["max-lease-time", "600"],
         ["range", "10.0.0.100", "10.0.0.200"],
     ]
-    assert blocks[5] == []  # no pool, no options: an empty subnet block
+    assert blocks[6] == []  # no pool, no options: an empty subnet block
 
 
 def test_global_lease_times_come_from_options() -> None:
@@ -252,3 +252,107 @@ def test_host_declaration_checks_the_name_then_the_mac() -> None:
         quote.host_declaration("a b", "not a mac")
     with pytest.raises(errors.UnsafeValue, match="MAC"):
         quote.host_declaration("web1", "not a mac")
+
+
+# -- boot options (PXE) -----------------------------------------------------------------
+
+
+def boot_conf() -> str:
+    checked = validate.check(boot_sample())
+    assert checked.problems == ()
+    return render_isc.render(checked.inventory, options=OPTIONS)
+
+
+def test_boot_sample_matches_golden(golden: Golden) -> None:
+    golden("boot.isc.conf", boot_conf())
+
+
+@pytest.mark.dhcpd
+def test_dhcpd_accepts_the_boot_sample(dhcpd_check: Checker) -> None:
+    assert dhcpd_check(boot_conf()).skipped is False
+
+
+def _bodies(text: str) -> dict[str, list[list[str]]]:
+    """Each subnet (by address) and host (by name): the words of its statements, an
+    ``if`` as its words followed by those of its block."""
+    found = {}
+    for statement in isc_syntax.parse(text):
+        if statement.words[0] in ("subnet", "host"):
+            body = []
+            for inner in statement.block or []:
+                body.append(inner.words)
+                body += [["  ", *nested.words] for nested in inner.block or []]
+            found[statement.words[1]] = body
+    return found
+
+
+UEFI_X64 = ["if", "option", "arch", "=", "00:07", "or", "option", "arch", "=", "00:09"]
+
+
+def test_subnet_boot_options_each_level_and_architecture() -> None:
+    statements = isc_syntax.parse(boot_conf())
+    assert "option arch code 93 = unsigned integer 16" in [" ".join(s.words) for s in statements]
+    bodies = _bodies(boot_conf())
+    assert bodies["10.0.0.0"] == [
+        ["next-server", "10.0.0.5"],
+        ["filename", "pxelinux.0"],
+        ["if", "option", "arch", "=", "00:00"],
+        ["  ", "filename", "bios/pxelinux.0"],
+        UEFI_X64,
+        ["  ", "filename", "grubx64.efi"],
+        ["if", "option", "arch", "=", "00:0b"],
+        ["  ", "filename", "grubaa64.efi"],
+        ["range", "10.0.0.100", "10.0.0.200"],
+    ]
+    assert bodies["10.0.1.0"] == [["filename", "undionly.kpxe"]]
+    assert bodies["10.0.2.0"] == []
+
+
+HOST_HEAD = 3  # hardware ethernet, fixed-address, option host-name
+
+
+def test_host_blocks_carry_what_their_host_or_hardware_type_sets() -> None:
+    bodies = {
+        name.split("-02-")[0]: body[HOST_HEAD:] for name, body in _bodies(boot_conf()).items()
+    }
+    assert bodies["inherits"] == []  # the subnet's options apply
+    assert bodies["own-server"] == [["next-server", "10.0.0.6"]]  # the subnet's files
+    assert bodies["own-file"] == [["filename", "install.efi"]]  # every architecture
+    # x64 UEFI only; the others fall through to the subnet's files
+    assert bodies["uefi-only"] == [UEFI_X64, ["  ", "filename", "r640/grubx64.efi"]]
+    assert bodies["file-and-arm"] == [
+        ["next-server", "10.0.1.7"],
+        ["filename", "ipxe.efi"],
+        ["if", "option", "arch", "=", "00:0b"],
+        ["  ", "filename", "arm/ipxe.efi"],
+    ]
+    assert bodies["no-subnet-boot"] == [
+        ["next-server", "10.0.2.5"],
+        ["filename", "pxelinux.0"],
+        UEFI_X64,
+        ["  ", "filename", "grubx64.efi"],
+    ]
+    assert bodies["plain"] == []
+
+
+def test_unsafe_boot_options_are_dropped_with_a_problem() -> None:
+    bad = boot("0.0.0.0", HOSTILE, bios="ok.0", uefi_x64="a b", uefi_arm64="x" * 129)
+    rows = model.Inventory(
+        subnets=(subnet(1, "10.0.0.0/24", boot=bad),),
+        interfaces=(interface(1, "web1", "02:00:00:00:00:01", "10.0.0.5", boot=bad),),
+    )
+    checked = validate.check(rows)
+    assert [p.kind for p in checked.problems] == [
+        "subnet_next_server_ipv4",
+        *["subnet_boot_file_name"] * 3,
+        "host_next_server_ipv4",
+        *["host_boot_file_name"] * 3,
+    ]
+    assert 'boot_file_uefi_x64 "a b" is not a safe boot file name' in checked.problems[2].message
+    [kept] = checked.inventory.interfaces  # the reservation stays, without the bad options
+    assert kept.boot == boot(bios="ok.0") == checked.inventory.subnets[0].boot
+    text = render_isc.render(checked.inventory, options=OPTIONS)
+    assert "evil" not in text and '"a b"' not in text
+    # nothing left at all: no boot options
+    only_bad = dataclasses.replace(rows.interfaces[0], boot=boot(file="a\nb"))
+    assert validate.clean_interface_boot(only_bad, []).boot is None

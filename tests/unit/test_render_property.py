@@ -70,6 +70,29 @@ def mostly(good: st.SearchStrategy[str], bad: st.SearchStrategy[str]) -> st.Sear
 text_or_name = mostly(names, hostile)
 
 
+GOOD_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 128, "{a};#b"]
+BAD_FILES = ["a b", "x" * 129, 'a"b', "a'b", "a\\b", "a\tb", "grüb.efi", ""]
+boot_files = st.one_of(
+    st.none(), st.sampled_from(GOOD_FILES), st.sampled_from(BAD_FILES + HOSTILE_TEXT), st.text()
+)
+NEXT_SERVERS = ["10.0.0.5", "10.63.0.9", "0.0.0.0", "224.0.0.1", "255.255.255.255", "2001:db8::5"]
+
+
+@st.composite
+def boots(draw: st.DrawFn) -> model.Boot | None:
+    """Boot options with good and hostile values in every column, or (often) none."""
+    if draw(st.integers(0, 2)) == 0:
+        return None
+    server = draw(st.one_of(st.none(), st.sampled_from(NEXT_SERVERS)))
+    return model.Boot(
+        next_server=None if server is None else ipaddress.ip_address(server),
+        file=draw(boot_files),
+        file_bios=draw(boot_files),
+        file_uefi_x64=draw(boot_files),
+        file_uefi_arm64=draw(boot_files),
+    )
+
+
 @st.composite
 def networks(draw: st.DrawFn) -> model.IPNetwork:
     if draw(st.integers(0, 19)) == 19:
@@ -136,6 +159,7 @@ def subnets(draw: st.DrawFn) -> list[model.Subnet]:
                 pool_start=pool[0],
                 pool_end=pool[1],
                 lease_time=draw(st.one_of(st.none(), st.integers(-5, 2**32))),
+                boot=draw(boots()),
             )
         )
     return result
@@ -187,6 +211,7 @@ def inventories(draw: st.DrawFn) -> model.Inventory:
             name=draw(mostly(st.sampled_from(["eth0", "eth1", "bond0.12", "ib0:1"]), hostile)),
             mac=draw(macs()),
             ip=reservable_address(draw, subnet_rows),
+            boot=draw(boots()),
         )
         for interface_id in ids
     )
@@ -243,11 +268,55 @@ def oracle_subnets(rows: tuple[model.Subnet, ...]) -> list[model.Subnet]:
     return kept
 
 
+def oracle_file(name: str | None) -> bool:
+    return (
+        name is not None
+        and 1 <= len(name) <= 128
+        and all("!" <= c <= "~" and c not in "\"'\\" for c in name)
+    )
+
+
+def oracle_boot(boot: model.Boot | None) -> dict[str, str]:
+    """What a subnet or host block must say of ``boot``: its safe values, each
+    architecture's file only where it differs from the plain one."""
+    if boot is None:
+        return {}
+    found = {}
+    server = boot.next_server
+    if server is not None and server.version == 4 and 0 < int(server) < 0xE0000000:
+        found["next-server"] = str(server)
+    plain = boot.file if oracle_file(boot.file) else None
+    if plain is not None:
+        found["filename"] = plain
+    for name, test in (
+        (boot.file_bios, "00:00"),
+        (boot.file_uefi_x64, "00:07 or option arch = 00:09"),
+        (boot.file_uefi_arm64, "00:0b"),
+    ):
+        if oracle_file(name) and name != plain:
+            found[f"if option arch = {test}"] = name  # type: ignore[assignment]
+    return found
+
+
+def oracle_boots(inventory: model.Inventory) -> dict[str, dict[str, str]]:
+    """The boot statements of each kept subnet (by address) and reservation (by MAC)."""
+    subnets = oracle_subnets(inventory.subnets)
+    found = {str(s.network.network_address): oracle_boot(s.boot) for s in subnets}
+    for mac, row in oracle_kept(inventory).items():
+        found[mac] = oracle_boot(row.boot)
+    return found
+
+
 def oracle_reservations(inventory: model.Inventory) -> set[tuple[str, str, str]]:
+    return {(mac, str(i.ip), i.hostname) for mac, i in oracle_kept(inventory).items()}
+
+
+def oracle_kept(inventory: model.Inventory) -> dict[str, model.Interface]:
+    """The rows that get a reservation, by canonical MAC."""
     kept = oracle_subnets(inventory.subnets)
     macs_seen: set[str] = set()
     ips_seen: set[model.IPAddress] = set()
-    result = set()
+    result: dict[str, model.Interface] = {}
     for i in sorted(inventory.interfaces, key=lambda i: i.id):
         mac = oracle_mac(i.mac)
         name_ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}", i.name) is not None
@@ -265,13 +334,14 @@ def oracle_reservations(inventory: model.Inventory) -> set[tuple[str, str, str]]
             continue
         macs_seen.add(mac)
         ips_seen.add(i.ip)
-        result.add((mac, str(i.ip), i.hostname))
+        result[mac] = i
     return result
 
 
 # --- what each file may contain ----------------------------------------------------
 
 ISC_GLOBAL = {
+    ("option", "arch", "code", "93", "=", "unsigned", "integer", "16"),
     ("authoritative",),
     ("ddns-update-style", "none"),
     ("default-lease-time", str(OPTIONS.default_lease_time)),
@@ -284,6 +354,8 @@ ISC_SUBNET_HEADS = {
     ("default-lease-time",),
     ("max-lease-time",),
     ("range",),
+    ("next-server",),
+    ("filename",),
 }
 KEA_DHCP4_KEYS = {
     "authoritative", "comment", "control-socket", "host-reservation-identifiers",
@@ -297,28 +369,56 @@ KEA_SUBNET_KEYS = {
 KEA_OPTIONS = {"routers", "domain-name-servers", "domain-name"}
 
 
-def isc_reservations(text: str) -> list[tuple[str, str, str]]:
-    """The (mac, ip, host-name) of every host block; fails on any unexpected statement."""
+ARCH_TESTS = {"00:00", "00:07 or option arch = 00:09", "00:0b"}
+
+
+def isc_boot(statements: list[isc_syntax.Statement]) -> dict[str, str]:
+    """The boot statements of a block; fails on any other shape."""
+    found: dict[str, str] = {}
+    for statement in statements:
+        words = statement.words
+        if statement.block is not None:
+            test = " ".join(words)
+            assert test.startswith("if option arch = ") and test[17:] in ARCH_TESTS, test
+            [inner] = statement.block
+            assert inner.block is None and inner.words[0] == "filename" and len(inner.words) == 2
+            found[test] = inner.words[1]
+        else:
+            assert words[0] in ("next-server", "filename") and len(words) == 2, words
+            found[words[0]] = words[1]
+    return found
+
+
+def isc_reservations(
+    text: str, boots: dict[str, dict[str, str]] | None = None
+) -> list[tuple[str, str, str]]:
+    """The (mac, ip, host-name) of every host block; fails on any unexpected statement.
+    The boot statements of each subnet and host go into ``boots``."""
     found = []
+    boots = {} if boots is None else boots
     for statement in isc_syntax.parse(text):
         words = tuple(statement.words)
         if statement.block is None:
             assert words in ISC_GLOBAL
         elif words[0] == "subnet":
             assert len(words) == 4 and words[2] == "netmask"
+            boot = [s for s in statement.block if s.words[0] in ("next-server", "filename", "if")]
             for inner in statement.block:
-                assert inner.block is None
-                assert tuple(inner.words[:2]) in ISC_SUBNET_HEADS or (
-                    tuple(inner.words[:1]) in ISC_SUBNET_HEADS
-                )
+                if inner not in boot:
+                    assert inner.block is None
+                    assert tuple(inner.words[:2]) in ISC_SUBNET_HEADS or (
+                        tuple(inner.words[:1]) in ISC_SUBNET_HEADS
+                    )
+            boots[words[1]] = isc_boot(boot)
         else:
             assert words[0] == "host" and len(words) == 2
-            body = [tuple(s.words) for s in statement.block if s.block is None]
-            assert len(body) == len(statement.block) == 3
+            body = [tuple(s.words) for s in statement.block[:3] if s.block is None]
+            assert len(body) == 3
             (hw, ether, mac), (fixed, ip), (option, host_name, name) = body
             assert (hw, ether, fixed, option, host_name) == (
                 "hardware", "ethernet", "fixed-address", "option", "host-name"
             )  # fmt: skip
+            boots[mac] = isc_boot(statement.block[3:])
             found.append((mac, ip, name))
     return found
 
@@ -355,9 +455,13 @@ def test_any_inventory_renders_to_files_the_servers_accept(
 
     isc = render_isc.render(checked.inventory, options=OPTIONS)
     dhcpd_check(isc)
-    isc_found = isc_reservations(isc)
+    isc_boots: dict[str, dict[str, str]] = {}
+    isc_found = isc_reservations(isc, isc_boots)
     assert len(isc_found) == len(expected)
     assert set(isc_found) == expected
+    # boot options: exactly the safe ones, as the only statements beside the known ones
+    assert isc_boots == oracle_boots(inventory)
+    event(f"boot statements: {'some' if any(isc_boots.values()) else 'none'}")
 
     kea = render_kea.render(checked.inventory, options=OPTIONS)
     kea_check(kea)
@@ -367,7 +471,13 @@ def test_any_inventory_renders_to_files_the_servers_accept(
 
     # Every skipped interface is named by exactly one problem, a kept one by none.
     kept = {i.id for i in checked.inventory.interfaces}
-    named = [int(p.row.split()[1]) for p in checked.problems if p.row.startswith("interface ")]
+    named = [
+        int(p.row.split()[1])
+        for p in checked.problems
+        if p.row.startswith("interface ")
+        and "_boot_file_name" not in p.kind
+        and "_next_server_" not in p.kind
+    ]
     assert sorted(named) == sorted(i.id for i in inventory.interfaces if i.id not in kept)
 
 

@@ -28,7 +28,19 @@ ADDRESSES = [f"10.0.0.{n}" for n in range(0, 8)] + ["10.0.1.1", "10.0.1.2", "10.
 NAMES = ["web1", "db1", "Web1", "bad_name"]
 
 
-def row(id_: int, hostname: str, mac: str, ip: str, host_id: int) -> model.Interface:
+# boot options of a row: none, safe ones, or some an old row may hold (dropped, reported)
+BOOTS = [
+    None,
+    inventories.boot("10.0.0.2", "pxelinux.0"),
+    inventories.boot(uefi_x64="grubx64.efi"),
+    inventories.boot(file="a b", uefi_x64="grubx64.efi"),
+    inventories.boot("0.0.0.0"),
+]
+
+
+def row(
+    id_: int, hostname: str, mac: str, ip: str, host_id: int, boot: model.Boot | None = None
+) -> model.Interface:
     return model.Interface(
         id=id_,
         host_id=host_id,
@@ -36,6 +48,7 @@ def row(id_: int, hostname: str, mac: str, ip: str, host_id: int) -> model.Inter
         name="eth0",
         mac=mac,
         ip=ipaddress.ip_address(ip),
+        boot=boot,
     )
 
 
@@ -46,6 +59,7 @@ rows = st.builds(
     st.sampled_from(MACS),
     st.sampled_from(ADDRESSES),
     st.integers(1, 4),
+    st.sampled_from(BOOTS),
 )
 # a batch: rows written (inserted or updated) and ids deleted
 batches = st.tuples(st.lists(rows, max_size=5), st.lists(st.integers(1, 14), max_size=3))
