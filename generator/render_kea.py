@@ -8,9 +8,11 @@ and there is no timestamp, so the same inventory always gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from generator import errors, model, quote, render_options, validate
@@ -36,6 +38,9 @@ def render(inventory: model.Inventory, *, options: render_options.RenderOptions)
             "subnet4": _subnets(inventory, inline=options.kea_hosts_database is None),
         }
     }
+    classes = boot_classes(inventory)
+    if classes:
+        config["Dhcp4"]["client-classes"] = classes
     return _dumps(config) + "\n"
 
 
@@ -126,11 +131,27 @@ def _subnets(inventory: model.Inventory, *, inline: bool) -> list[JSON]:
         if subnet is None:
             raise errors.UnsafeValue(f"interface {interface.id}: ip {interface.ip} is in no subnet")
         reservations[subnet.id].append(interface)
+    # Boot classes a subnet must require for its reservations, inline or not.
+    required: defaultdict[int, set[str]] = defaultdict(set)
+    for interface in inventory.interfaces:
+        name = host_boot_class(interface.boot)
+        subnet = index.find(interface.ip) if name is not None else None
+        if name is not None and subnet is not None and interface.boot is not None:
+            required[subnet.id].update(c["name"] for c in _host_classes(name, interface.boot)[1:])
     ordered = sorted(inventory.subnets, key=lambda s: (int(s.network.network_address), s.id))
-    return [_subnet(subnet, reservations[subnet.id], inline=inline) for subnet in ordered]
+    return [
+        _subnet(subnet, reservations[subnet.id], inline=inline, required=required[subnet.id])
+        for subnet in ordered
+    ]
 
 
-def _subnet(subnet: model.Subnet, interfaces: list[model.Interface], *, inline: bool) -> JSON:
+def _subnet(
+    subnet: model.Subnet,
+    interfaces: list[model.Interface],
+    *,
+    inline: bool,
+    required: Collection[str] = (),
+) -> JSON:
     if not isinstance(subnet.network, ipaddress.IPv4Network):
         raise errors.UnsafeValue(f"subnet {subnet.id}: network {subnet.network} is not IPv4")
     entry: JSON = {
@@ -153,6 +174,11 @@ def _subnet(subnet: model.Subnet, interfaces: list[model.Interface], *, inline: 
         # One fixed lease time: clients cannot ask for more or less than the subnet says.
         for key in ("valid-lifetime", "min-valid-lifetime", "max-valid-lifetime"):
             entry[key] = subnet.lease_time
+    entry.update(_boot_fields(subnet.boot))
+    # Hosts' classes first: where two match, Kea takes the first class's file.
+    own = [c["name"] for c in _subnet_classes(subnet)]
+    if required or own:
+        entry["require-client-classes"] = sorted(required) + own
     return entry
 
 
@@ -178,8 +204,125 @@ def _option_data(subnet: model.Subnet) -> list[JSON]:
 def _reservation(interface: model.Interface) -> JSON:
     if not validate.is_rfc1123_name(interface.hostname):
         raise errors.UnsafeValue(f"interface {interface.id}: host name is not RFC 1123")
-    return {
+    entry = {
         "hw-address": quote.hardware_address(interface.mac),
         "ip-address": quote.ipv4_text(interface.ip),
         "hostname": interface.hostname,
     }
+    if interface.boot is not None:
+        entry.update(reservation_boot(interface.boot))
+    return entry
+
+
+# -- boot options (PXE) ---------------------------------------------------------------
+# Kea sets siaddr and file from the subnet, then from the client's classes (the first
+# class that has a value), then from the reservation. A file per client architecture
+# is a class testing option 93, evaluated after the subnet is chosen
+# ("only-if-required", listed in the subnet's "require-client-classes"). A reservation
+# whose files differ by architecture names a class of its own; its architecture
+# classes test membership of it, and come before the subnet's.
+CLASS_PREFIX = "boot-"
+
+
+def reservation_boot(boot: model.Boot) -> JSON:
+    """A reservation's boot fields: ``next-server``, and ``boot-file-name`` or, when its
+    files differ by architecture, ``client-classes`` (see ``host_boot_class``). The same
+    values go into Kea's hosts database: ``dhcp4_next_server``, ``dhcp4_boot_file_name``
+    and ``dhcp4_client_classes``."""
+    name = host_boot_class(boot)
+    if name is None:
+        return _boot_fields(boot)
+    fields = _boot_fields(model.Boot(next_server=boot.next_server))
+    fields["client-classes"] = [name]
+    return fields
+
+
+def host_boot_class(boot: model.Boot | None) -> str | None:
+    """The class a reservation carries when its boot files differ by architecture, named
+    after the files (hosts with the same files share it); None when they do not."""
+    if boot is None or not boot.by_architecture():
+        return None
+    files = [boot.file, boot.file_bios, boot.file_uefi_x64, boot.file_uefi_arm64]
+    digest = hashlib.sha256(json.dumps(files).encode("ascii")).hexdigest()[:16]
+    return f"{CLASS_PREFIX}host-{digest}"
+
+
+def boot_classes(inventory: model.Inventory) -> list[JSON]:
+    """Every boot class the subnets require: the reservations' (once per set of files),
+    then the subnets', by name."""
+    found: dict[str, JSON] = {}
+    for interface in inventory.interfaces:
+        name = host_boot_class(interface.boot)
+        if name is not None and name not in found and interface.boot is not None:
+            for entry in _host_classes(name, interface.boot):
+                found[entry["name"]] = entry
+    for subnet in inventory.subnets:
+        for entry in _subnet_classes(subnet):
+            found[entry["name"]] = entry
+    return [found[name] for name in sorted(found)]
+
+
+def _boot_fields(boot: model.Boot | None) -> JSON:
+    fields: JSON = {}
+    if boot is not None and boot.next_server is not None:
+        fields["next-server"] = quote.ipv4_text(boot.next_server)
+    if boot is not None and boot.file is not None:
+        fields["boot-file-name"] = _boot_file(boot.file)
+    return fields
+
+
+def _boot_file(name: str) -> str:
+    if not validate.is_boot_file_name(name):
+        raise errors.UnsafeValue(f"boot file name {name[:64]!r} is not safe")
+    return name
+
+
+def _arch_test(codes: tuple[int, ...]) -> str:
+    return " or ".join(f"option[93].hex == 0x{code:04x}" for code in codes)
+
+
+def _arch_label(codes: tuple[int, ...]) -> str:
+    return "arch" + "-".join(str(code) for code in codes)
+
+
+def _host_classes(name: str, boot: model.Boot) -> list[JSON]:
+    """The reservation's marker class (no test: the reservation assigns it), one class
+    per architecture with a file of its own, and one for the others' ``file``."""
+    architectures = boot.by_architecture()
+    member = f"member('{name}')"
+    classes: list[JSON] = [{"name": name}]
+    for codes, file in architectures:
+        classes.append(
+            {
+                "name": f"{name}-{_arch_label(codes)}",
+                "test": f"{member} and ({_arch_test(codes)})",
+                "only-if-required": True,
+                "boot-file-name": _boot_file(file),
+            }
+        )
+    if boot.file is not None:
+        others = " or ".join(_arch_test(codes) for codes, _ in architectures)
+        classes.append(
+            {
+                "name": f"{name}-other",
+                "test": f"{member} and not ({others})",
+                "only-if-required": True,
+                "boot-file-name": _boot_file(boot.file),
+            }
+        )
+    return classes
+
+
+def _subnet_classes(subnet: model.Subnet) -> list[JSON]:
+    """One class per architecture whose file differs from the subnet's ``boot-file-name``."""
+    if subnet.boot is None:
+        return []
+    return [
+        {
+            "name": f"{CLASS_PREFIX}subnet-{subnet.id}-{_arch_label(codes)}",
+            "test": _arch_test(codes),
+            "only-if-required": True,
+            "boot-file-name": _boot_file(file),
+        }
+        for codes, file in subnet.boot.by_architecture()
+    ]

@@ -26,8 +26,8 @@ SUBNET_ID_RANGE = range(1, 2**32 - 1)
 LEASE_TIME_RANGE = range(1, 2**31)  # seconds
 MAX_NAME_LENGTH = 253  # characters, RFC 1123 host and domain names
 SHOWN_TEXT_LENGTH = 64  # characters of a bad value quoted in a message
-# The BOOTP 'file' field and Kea's hosts database hold 128 octets (migration 0007).
-MAX_BOOT_FILE_LENGTH = 128  # characters
+# The BOOTP 'file' field holds 128 octets, NUL-terminated: Kea refuses more than 127.
+MAX_BOOT_FILE_LENGTH = 127  # characters (migration 0007)
 
 # Both cases spelled out: without IGNORECASE, dotted names match in half the time.
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -89,7 +89,7 @@ def is_interface_name(text: str) -> bool:
 
 
 def is_boot_file_name(text: str) -> bool:
-    """1-128 printable ASCII characters, none of them a space, quote or backslash."""
+    """1-127 printable ASCII characters, none of them a space, quote or backslash."""
     return _BOOT_FILE.fullmatch(text) is not None
 
 

@@ -13,12 +13,13 @@
 -- sends in practice are these three, each level has one row to read, a NULL means
 -- "inherit", and the existing capture and grants of the three tables cover them.
 
--- A boot file name goes into the 128-octet BOOTP 'file' field and into Kea's hosts
--- database (dhcp4_boot_file_name varchar(128)); both DHCP servers' configs quote it.
--- So: 1-128 printable ASCII characters, no space, quote, apostrophe or backslash.
+-- A boot file name goes into the 128-octet BOOTP 'file' field, a NUL-terminated string
+-- (Kea refuses a boot-file-name over 127 characters), and into Kea's hosts database
+-- (dhcp4_boot_file_name varchar(128)); both DHCP servers' configs quote it.
+-- So: 1-127 printable ASCII characters, no space, quote, apostrophe or backslash.
 CREATE FUNCTION machinedb.is_boot_file_name(name text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN name ~ '^[!#-&(-[\]-~]{1,128}$';
+RETURN name ~ '^[!#-&(-[\]-~]{1,127}$';
 
 -- A next server is one IPv4 unicast address: not 0.0.0.0, multicast or broadcast.
 CREATE FUNCTION machinedb.is_next_server(addr inet) RETURNS boolean
@@ -80,7 +81,7 @@ BEGIN
         value := image->>col;
         IF value IS NOT NULL AND NOT machinedb.is_boot_file_name(value) THEN
             PERFORM machinedb.fail(TG_TABLE_NAME || '_boot_file_name', format(
-                '%s: %s %L%s is not a boot file name (1-128 printable ASCII characters without '
+                '%s: %s %L%s is not a boot file name (1-127 printable ASCII characters without '
                 'spaces, quotes, apostrophes or backslashes; NULL for none)',
                 label, col, left(value, 100), CASE WHEN length(value) > 100 THEN '...' ELSE '' END));
         END IF;

@@ -104,7 +104,7 @@ def test_every_read_resolves_host_over_hardware_type(engine: sqlalchemy.Engine) 
         assert boots(named.wanted) == EXPECTED
 
 
-@pytest.mark.parametrize("fmt", ["isc"])
+@pytest.mark.parametrize("fmt", ["isc", "kea"])
 def test_every_precedence_case_matches_golden(
     engine: sqlalchemy.Engine, fmt: render.Format, tmp_path: Path
 ) -> None:

@@ -41,7 +41,7 @@ GOOD_FILES = [
     "/srv/tftp/EFI/BOOT/BOOTX64.EFI",
     "http://10.20.0.5/boot.ipxe",
     "a",
-    "x" * 128,
+    "x" * 127,
     "{braces};and#hash=ok!",  # quoted in both configs: safe, if unusual
 ]
 
@@ -69,7 +69,7 @@ def test_good_boot_options_are_stored(
 # (file name, a fragment of the name as the message shows it)
 BAD_FILES = {
     "empty": ("", "''"),
-    "too long": ("x" * 129, "x" * 100 + "'..."),
+    "too long": ("x" * 128, "x" * 100 + "'..."),
     "space": ("boot x.efi", "'boot x.efi'"),
     "tab": ("boot\tx.efi", "boot"),
     "double quote": ('x"; filename "evil', 'x"; filename'),
@@ -198,7 +198,7 @@ def test_dba_doc_states_the_columns_and_the_precedence() -> None:
         "host over hardware type over subnet",
         *COLUMNS,
         "next_server",
-        "128",
+        "127",
         "option 93",
     ):
         assert fragment in text, fragment

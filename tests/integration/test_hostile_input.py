@@ -398,13 +398,13 @@ def _printable_subnet_name(name: str) -> bool | None:
 
 
 BOOT_COLUMNS = ("boot_file", "boot_file_bios", "boot_file_uefi_x64", "boot_file_uefi_arm64")
-GOOD_BOOT_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 128, "{a};#b"]
+GOOD_BOOT_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 127, "{a};#b"]
 boot_files = st.one_of(st.none(), st.sampled_from(GOOD_BOOT_FILES), free_text)
 NEXT_SERVERS = ["10.50.0.5", "192.0.2.7", "0.0.0.0", "224.0.0.9", "255.255.255.255", "2001:db8::5"]
 
 
 def _boot_file_ok(name: str) -> bool:
-    return 1 <= len(name) <= 128 and all("!" <= c <= "~" and c not in "\"'\\" for c in name)
+    return 1 <= len(name) <= 127 and all("!" <= c <= "~" and c not in "\"'\\" for c in name)
 
 
 def write_boot_options(data: st.DataObject, writer: Writer, table: str, row: int) -> None:
@@ -659,8 +659,10 @@ def test_hostile_text_in_every_column_renders_safely(
     assert set(isc_found) == set(kea_found) == expected
     # Boot options: in the host or subnet block the precedence gives, and nothing else.
     isc_boots: dict[str, dict[str, str]] = {}
+    kea_boots: dict[str, dict[str, str]] = {}
     prop.isc_reservations(isc, isc_boots)
-    assert isc_boots == expected_boots(db)
+    prop.kea_reservations(kea, kea_boots)
+    assert isc_boots == kea_boots == expected_boots(db)
     event(f"boot statements: {'some' if any(isc_boots.values()) else 'none'}")
 
     # Text that belongs in the config is there, quoted; other text is not there at all.

@@ -336,7 +336,7 @@ def test_host_blocks_carry_what_their_host_or_hardware_type_sets() -> None:
 
 
 def test_unsafe_boot_options_are_dropped_with_a_problem() -> None:
-    bad = boot("0.0.0.0", HOSTILE, bios="ok.0", uefi_x64="a b", uefi_arm64="x" * 129)
+    bad = boot("0.0.0.0", HOSTILE, bios="ok.0", uefi_x64="a b", uefi_arm64="x" * 128)
     rows = model.Inventory(
         subnets=(subnet(1, "10.0.0.0/24", boot=bad),),
         interfaces=(interface(1, "web1", "02:00:00:00:00:01", "10.0.0.5", boot=bad),),

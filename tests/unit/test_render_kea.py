@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from generator import errors, model, render, render_kea, render_options, validate
 from tests.unit.conftest import Checker, Golden
-from tests.unit.inventories import HOSTILE, interface, sample, subnet
+from tests.unit.inventories import HOSTILE, boot_sample, interface, sample, subnet
 
 OPTIONS = render_options.RenderOptions()
 
@@ -149,3 +149,88 @@ def test_dumps_writes_what_json_dumps_writes(value: object) -> None:
 def test_dumps_refuses_types_a_config_does_not_hold(value: object) -> None:
     with pytest.raises(TypeError):
         render_kea._dumps(value)
+
+
+# -- boot options (PXE) -----------------------------------------------------------------
+
+
+def boot_json(options: render_options.RenderOptions = OPTIONS) -> str:
+    checked = validate.check(boot_sample())
+    assert checked.problems == ()
+    return render_kea.render(checked.inventory, options=options)
+
+
+def test_boot_sample_matches_golden(golden: Golden) -> None:
+    golden("boot.kea.json", boot_json())
+
+
+@pytest.mark.dhcpd
+def test_kea_accepts_the_boot_sample(kea_check: Checker) -> None:
+    assert kea_check(boot_json()).skipped is False
+
+
+X64 = "option[93].hex == 0x0007 or option[93].hex == 0x0009"
+
+
+def test_boot_options_on_subnets_reservations_and_classes() -> None:
+    dhcp4 = json.loads(boot_json())["Dhcp4"]
+    classes = {c["name"]: c for c in dhcp4["client-classes"]}
+    subnets = {s["id"]: s for s in dhcp4["subnet4"]}
+    pxe = subnets[1]
+    assert (pxe["next-server"], pxe["boot-file-name"]) == ("10.0.0.5", "pxelinux.0")
+    own = ["boot-subnet-1-arch0", "boot-subnet-1-arch7-9", "boot-subnet-1-arch11"]
+    assert pxe["require-client-classes"][-3:] == own  # after the hosts' classes
+    assert [(classes[n]["test"], classes[n]["boot-file-name"]) for n in own] == [
+        ("option[93].hex == 0x0000", "bios/pxelinux.0"),
+        (X64, "grubx64.efi"),
+        ("option[93].hex == 0x000b", "grubaa64.efi"),
+    ]
+    assert all(classes[n]["only-if-required"] is True for n in own)
+    assert subnets[2]["boot-file-name"] == "undionly.kpxe" and "next-server" not in subnets[2]
+    assert not {"boot-file-name", "next-server"} & set(subnets[3])
+
+    found = {r["hostname"]: r for s in dhcp4["subnet4"] for r in s["reservations"]}
+    boot_keys = ("next-server", "boot-file-name", "client-classes")
+    fields = {name: {k: r[k] for k in boot_keys if k in r} for name, r in found.items()}
+    assert fields["inherits"] == fields["plain"] == {}
+    assert fields["own-server"] == {"next-server": "10.0.0.6"}
+    assert fields["own-file"] == {"boot-file-name": "install.efi"}
+    # files that differ by architecture: a class of the reservation's own
+    [uefi] = fields["uefi-only"]["client-classes"]
+    assert set(fields["uefi-only"]) == {"client-classes"}
+    assert classes[uefi] == {"name": uefi}  # assigned by the reservation, no test
+    assert classes[f"{uefi}-arch7-9"]["test"] == f"member('{uefi}') and ({X64})"
+    assert classes[f"{uefi}-arch7-9"]["boot-file-name"] == "r640/grubx64.efi"
+    assert f"{uefi}-other" not in classes  # the others keep the subnet's files
+    assert pxe["require-client-classes"][0] == f"{uefi}-arch7-9"
+    [arm] = fields["file-and-arm"]["client-classes"]
+    assert fields["file-and-arm"]["next-server"] == "10.0.1.7"
+    assert "boot-file-name" not in fields["file-and-arm"]  # a reservation's file beats classes
+    assert classes[f"{arm}-other"]["test"] == f"member('{arm}') and not (option[93].hex == 0x000b)"
+    assert classes[f"{arm}-other"]["boot-file-name"] == "ipxe.efi"
+    assert subnets[2]["require-client-classes"] == [f"{arm}-arch11", f"{arm}-other"]
+
+
+def test_boot_classes_are_required_with_the_hosts_database_too() -> None:
+    database = render_options.KeaHostsDatabase(name="kea", host="/run/pg", port=5432, user="kea")
+    options = render_options.RenderOptions(kea_hosts_database=database)
+    dhcp4 = json.loads(boot_json(options))["Dhcp4"]
+    inline = json.loads(boot_json())["Dhcp4"]
+    assert dhcp4["client-classes"] == inline["client-classes"]
+    for entry, same in zip(dhcp4["subnet4"], inline["subnet4"], strict=True):
+        assert "reservations" not in entry
+        assert entry.get("require-client-classes") == same.get("require-client-classes")
+
+
+def test_hosts_with_the_same_files_share_a_class() -> None:
+    boot = model.Boot(file="a.0", file_uefi_x64="b.efi")
+    assert render_kea.host_boot_class(boot) == render_kea.host_boot_class(
+        dataclasses.replace(boot, next_server=None)
+    )
+    assert render_kea.host_boot_class(boot) != render_kea.host_boot_class(
+        dataclasses.replace(boot, file_uefi_x64="c.efi")
+    )
+    assert render_kea.host_boot_class(model.Boot(file="a.0", file_uefi_x64="a.0")) is None
+    assert render_kea.reservation_boot(model.Boot(file="a.0", file_uefi_x64="a.0")) == {
+        "boot-file-name": "a.0"
+    }

@@ -70,8 +70,8 @@ def mostly(good: st.SearchStrategy[str], bad: st.SearchStrategy[str]) -> st.Sear
 text_or_name = mostly(names, hostile)
 
 
-GOOD_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 128, "{a};#b"]
-BAD_FILES = ["a b", "x" * 129, 'a"b', "a'b", "a\\b", "a\tb", "grüb.efi", ""]
+GOOD_FILES = ["pxelinux.0", "grubx64.efi", "EFI/BOOT/BOOTX64.EFI", "x" * 127, "{a};#b"]
+BAD_FILES = ["a b", "x" * 128, 'a"b', "a'b", "a\\b", "a\tb", "grüb.efi", ""]
 boot_files = st.one_of(
     st.none(), st.sampled_from(GOOD_FILES), st.sampled_from(BAD_FILES + HOSTILE_TEXT), st.text()
 )
@@ -271,7 +271,7 @@ def oracle_subnets(rows: tuple[model.Subnet, ...]) -> list[model.Subnet]:
 def oracle_file(name: str | None) -> bool:
     return (
         name is not None
-        and 1 <= len(name) <= 128
+        and 1 <= len(name) <= 127
         and all("!" <= c <= "~" and c not in "\"'\\" for c in name)
     )
 
@@ -364,8 +364,17 @@ KEA_DHCP4_KEYS = {
 KEA_SUBNET_KEYS = {
     "id", "subnet", "pools", "option-data", "reservations", "reservations-global",
     "reservations-in-subnet", "reservations-out-of-pool", "valid-lifetime",
-    "min-valid-lifetime", "max-valid-lifetime",
+    "min-valid-lifetime", "max-valid-lifetime", "next-server", "boot-file-name",
+    "require-client-classes",
 }  # fmt: skip
+KEA_RESERVATION_KEYS = {"hw-address", "ip-address", "hostname"}
+KEA_BOOT_KEYS = {"next-server", "boot-file-name", "client-classes"}
+KEA_ARCH = {"arch0": "00:00", "arch7-9": "00:07 or option arch = 00:09", "arch11": "00:0b"}
+KEA_TESTS = {
+    "arch0": "option[93].hex == 0x0000",
+    "arch7-9": "option[93].hex == 0x0007 or option[93].hex == 0x0009",
+    "arch11": "option[93].hex == 0x000b",
+}
 KEA_OPTIONS = {"routers", "domain-name-servers", "domain-name"}
 
 
@@ -423,19 +432,73 @@ def isc_reservations(
     return found
 
 
-def kea_reservations(text: str) -> list[tuple[str, str, str]]:
-    """The (mac, ip, hostname) of every reservation; fails on any unexpected key."""
+def kea_classes(dhcp4: dict[str, object]) -> dict[str, dict[str, object]]:
+    """The boot classes by name; fails on any class of another shape."""
+    classes = {}
+    for entry in dhcp4.get("client-classes", []):  # type: ignore[attr-defined]
+        name = entry["name"]
+        match = re.fullmatch(
+            r"boot-(?:host-[0-9a-f]{16}|subnet-[0-9]+)(?:-(arch[0-9-]+|other))?", name
+        )
+        assert match is not None, name
+        if match[1] is None:
+            assert entry == {"name": name} and name.startswith("boot-host-")
+        else:
+            assert set(entry) == {"name", "test", "only-if-required", "boot-file-name"}
+            base = name[: match.start(1) - 1]
+            member = f"member('{base}') and " if base.startswith("boot-host-") else ""
+            if match[1] != "other":
+                wanted = f"({KEA_TESTS[match[1]]})" if member else KEA_TESTS[match[1]]
+                assert entry["test"] == member + wanted
+            else:
+                assert entry["test"].startswith(f"{member}not (")
+        classes[name] = entry
+    return classes
+
+
+def kea_boot(
+    entry: dict[str, object], classes: dict[str, dict[str, object]], own: list[str]
+) -> dict[str, str]:
+    """A subnet's or reservation's boot options in oracle_boot's shape."""
+    found = {}
+    if "next-server" in entry:
+        found["next-server"] = str(entry["next-server"])
+    if "boot-file-name" in entry:
+        found["filename"] = str(entry["boot-file-name"])
+    for name in own:
+        suffix = re.sub(r".*-(arch[0-9-]+|other)$", r"\1", name)
+        key = "filename" if suffix == "other" else f"if option arch = {KEA_ARCH[suffix]}"
+        found[key] = str(classes[name]["boot-file-name"])
+    return found
+
+
+def kea_reservations(
+    text: str, boots: dict[str, dict[str, str]] | None = None
+) -> list[tuple[str, str, str]]:
+    """The (mac, ip, hostname) of every reservation; fails on any unexpected key. The
+    boot options of each subnet and reservation go into ``boots``."""
     dhcp4 = json.loads(text)["Dhcp4"]
     assert set(json.loads(text)) == {"Dhcp4"}
-    assert set(dhcp4) == KEA_DHCP4_KEYS
+    assert set(dhcp4) - {"client-classes"} == KEA_DHCP4_KEYS
+    classes = kea_classes(dhcp4)
+    boots = {} if boots is None else boots
     found = []
     for entry in dhcp4["subnet4"]:
         assert set(entry) <= KEA_SUBNET_KEYS
         assert {option["name"] for option in entry["option-data"]} <= KEA_OPTIONS
+        required = entry.get("require-client-classes", [])
+        assert set(required) <= set(classes)
+        own = [n for n in required if n.startswith(f"boot-subnet-{entry['id']}-")]
+        boots[entry["subnet"].split("/")[0]] = kea_boot(entry, classes, own)
         for r in entry["reservations"]:
-            assert set(r) == {"hw-address", "ip-address", "hostname"}
+            assert KEA_RESERVATION_KEYS <= set(r) <= KEA_RESERVATION_KEYS | KEA_BOOT_KEYS
             assert ipaddress.ip_address(r["ip-address"]) in ipaddress.ip_network(entry["subnet"])
             found.append((r["hw-address"], r["ip-address"], r["hostname"]))
+            mine = []
+            for marker in r.get("client-classes", []):
+                mine = sorted(n for n in classes if n.startswith(f"{marker}-"))
+                assert set(mine) <= set(required)  # the subnet requires them
+            boots[r["hw-address"]] = kea_boot(r, classes, mine)
     return found
 
 
@@ -465,9 +528,11 @@ def test_any_inventory_renders_to_files_the_servers_accept(
 
     kea = render_kea.render(checked.inventory, options=OPTIONS)
     kea_check(kea)
-    kea_found = kea_reservations(kea)
+    kea_boots: dict[str, dict[str, str]] = {}
+    kea_found = kea_reservations(kea, kea_boots)
     assert len(kea_found) == len(expected)
     assert set(kea_found) == expected
+    assert kea_boots == isc_boots  # the same options, the same precedence
 
     # Every skipped interface is named by exactly one problem, a kept one by none.
     kept = {i.id for i in checked.inventory.interfaces}
