@@ -8,6 +8,8 @@ The client gets the subnet's boot file; after its hardware type gets an x64 UEFI
 that file (the host block changes: over OMAPI, no restart); after its host gets a boot
 file and next server of its own, those (over OMAPI, no restart). The subnet's own change
 goes through the file and a restart. The pipeline is test_omapi_pipeline's ``lab``.
+With Kea (inline reservations, config-reload) the client follows the same steps: the
+hardware type's UEFI file reaches it through the reservation's class and option 93.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import contextlib
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from tests.e2e import netns
+from tests.e2e import configs, netns, pipeline
 from tests.e2e.conftest import new_mac
+from tests.e2e.test_dhcp_client import (  # noqa: F401  (fixtures)
+    commands,
+    relay,
+    start_generator,
+    wait_for_file,
+)
 from tests.e2e.test_omapi_pipeline import Lab, lab, seed  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.netns, pytest.mark.dhcpd, pytest.mark.pg, pytest.mark.broker]
@@ -66,17 +76,24 @@ def pxe_request(net: netns.Link, workdir: Path) -> Answer | None:
 def boots(lab: Lab, mac: str, expected: Answer, what: str) -> None:  # noqa: F811
     """The client with ``mac`` is given ``expected``, within the deadline."""
     lab.client.set_mac(mac)
+    try:
+        wait_for_answer(lab.client, expected, what)
+    except netns.HarnessError as exc:
+        lab.fail(str(exc))
+
+
+def wait_for_answer(client: netns.Client, expected: Answer, what: str) -> None:
     seen: list[Answer | None] = []
     started = time.monotonic()
 
     def attempt() -> bool:
-        seen.append(pxe_request(lab.net, lab.client.workdir))
+        seen.append(pxe_request(client.net, client.workdir))
         return seen[-1] == expected
 
     try:
         netns.wait_until(attempt, SERVE_DEADLINE, f"{what}: {expected}")
     except netns.HarnessError as exc:
-        lab.fail(f"{exc}; answers: {seen[-3:]}")
+        raise netns.HarnessError(f"{exc}; answers: {seen[-3:]}") from None
     print(f"{what}: {expected} after {time.monotonic() - started:.2f} s")
 
 
@@ -130,3 +147,60 @@ def test_isc_boot_options_follow_subnet_hardware_type_and_host(lab: Lab) -> None
     # and a restart at any moment serves the same (the file holds it all)
     lab.restart_plainly()
     boots(lab, mac, (fixed, install_server, "hosts/pxe-client.efi"), "after a restart")
+
+
+def test_kea_boot_options_follow_subnet_hardware_type_and_host(
+    need_kea: None,
+    db_url: str,
+    db: psycopg.Connection[tuple[object, ...]],
+    net: netns.Link,
+    workdir: Path,
+    client: netns.Client,
+    relay: pipeline.Daemon,  # noqa: F811
+    start_generator: Callable[[list[str]], pipeline.Daemon],  # noqa: F811
+) -> None:
+    """The same steps with Kea (inline reservations, config-reload after each change)."""
+    mac, fixed = new_mac(), str(net.host(30))
+    pxe_server, install_server = str(net.host(2)), str(net.host(3))
+    start, end = configs.pool_range(net)
+    db.execute(
+        "INSERT INTO subnet (name, network, gateway, pool_start, pool_end, lease_time,"
+        " next_server, boot_file) VALUES ('e2e-pxe', %s, %s, %s, %s, 600, %s, 'pxelinux.0')",
+        (str(net.network), str(net.server_ip), start, end, pxe_server),
+    )
+    db.execute("INSERT INTO hardware_type (name) VALUES ('e2e-uefi-box')")
+    db.execute(
+        "WITH h AS (INSERT INTO host (hostname, hardware_type_id)"
+        " SELECT 'pxe-client', id FROM hardware_type WHERE name = 'e2e-uefi-box'"
+        " RETURNING id) INSERT INTO interface (host_id, mac, ip) SELECT id, %s, %s FROM h",
+        (mac, fixed),
+    )
+    paths = netns.kea_paths(workdir)
+    paths["conf"].write_text(configs.kea(net, workdir, {}))
+    private = pipeline.kea_lease_flag() is None
+    with netns.kea_dhcp4(net, workdir, private_var_lib=private) as server:
+        generator = start_generator(pipeline.kea_args(workdir))
+        daemons = [relay, generator]
+
+        def reloaded() -> bool:
+            subnets = server.command("config-get")["arguments"]["Dhcp4"]["subnet4"]
+            return sum(len(s.get("reservations", [])) for s in subnets) == 1
+
+        wait_for_file(paths["conf"], [mac], daemons, reloaded)
+        client.set_mac(mac)
+        wait_for_answer(client, (fixed, pxe_server, "pxelinux.0"), "Kea: the subnet's file")
+
+        db.execute(
+            "UPDATE hardware_type SET boot_file_uefi_x64 = 'uefi/grubx64.efi'"
+            " WHERE name = 'e2e-uefi-box'"
+        )
+        wanted = (fixed, pxe_server, "uefi/grubx64.efi")
+        wait_for_answer(client, wanted, "Kea: the hardware type's UEFI file")
+
+        db.execute(
+            "UPDATE host SET boot_file = 'hosts/pxe-client.efi', next_server = %s"
+            " WHERE hostname = 'pxe-client'",
+            (install_server,),
+        )
+        wanted = (fixed, install_server, "hosts/pxe-client.efi")
+        wait_for_answer(client, wanted, "Kea: the host's file")
