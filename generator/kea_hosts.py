@@ -37,7 +37,17 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from generator import apply, errors, model, render, render_options, settings, state, validate
+from generator import (
+    apply,
+    errors,
+    model,
+    render,
+    render_kea,
+    render_options,
+    settings,
+    state,
+    validate,
+)
 from generator import metrics as metrics_module
 from machinedb import db_url
 
@@ -52,7 +62,10 @@ SHOWN_PROBLEMS = 5  # problems named in a refusal
 MAC_BYTES = 6
 HOSTNAME_LIMIT = 255  # characters: hosts.hostname is varchar(255)
 
-_COLUMNS = "host_id, dhcp_identifier, dhcp_identifier_type, dhcp4_subnet_id, ipv4_address, hostname"
+_COLUMNS = (
+    "host_id, dhcp_identifier, dhcp_identifier_type, dhcp4_subnet_id, ipv4_address, hostname,"
+    " dhcp4_next_server, dhcp4_boot_file_name, dhcp4_client_classes"
+)
 READ_ALL = f"SELECT {_COLUMNS} FROM hosts WHERE dhcp4_subnet_id IS NOT NULL"
 # The rows that share a MAC or an address with a changed reservation, in any subnet.
 READ_TOUCHED = (
@@ -60,10 +73,13 @@ READ_TOUCHED = (
 )
 COUNT = "SELECT count(*) FROM hosts WHERE dhcp4_subnet_id IS NOT NULL"
 DELETE = "DELETE FROM hosts WHERE host_id = ANY(%s)"
-UPDATE = "UPDATE hosts SET ipv4_address = %s, hostname = %s WHERE host_id = %s"
+UPDATE = (
+    "UPDATE hosts SET ipv4_address = %s, hostname = %s, dhcp4_next_server = %s,"
+    " dhcp4_boot_file_name = %s, dhcp4_client_classes = %s WHERE host_id = %s"
+)
 COPY_IN = (
     "COPY hosts (dhcp_identifier, dhcp_identifier_type, dhcp4_subnet_id, ipv4_address,"
-    " hostname) FROM STDIN"
+    " hostname, dhcp4_next_server, dhcp4_boot_file_name, dhcp4_client_classes) FROM STDIN"
 )
 SCHEMA_VERSION = "SELECT version, minor FROM schema_version"
 PRIVILEGES = (
@@ -96,6 +112,10 @@ class Row:
     mac: bytes
     address: int
     hostname: str | None
+    # PXE (render_kea.reservation_boot): a boot change is a row update, no reload
+    next_server: int | None = None
+    boot_file_name: str | None = None
+    client_classes: str | None = None
 
     @property
     def key(self) -> tuple[int, bytes]:
@@ -108,11 +128,17 @@ class Row:
 
 def row_of(interface: model.Interface, subnet_id: int) -> Row:
     """The row of a reservation ``validate.check`` kept."""
+    boot = {} if interface.boot is None else render_kea.reservation_boot(interface.boot)
+    next_server = boot.get("next-server")
+    classes = boot.get("client-classes") or []
     return Row(
         subnet_id=subnet_id,
         mac=bytes.fromhex(interface.mac.replace(":", "")),
         address=int(interface.ip),
         hostname=interface.hostname,
+        next_server=None if next_server is None else int(ipaddress.IPv4Address(next_server)),
+        boot_file_name=boot.get("boot-file-name"),
+        client_classes=",".join(classes) or None,
     )
 
 
@@ -377,12 +403,17 @@ class Database:
         conn: psycopg.Connection[Any], query: str, params: dict[str, Any] | None
     ) -> list[_Stored]:
         found = []
-        for host_id, identifier, kind, subnet_id, address, hostname in conn.execute(query, params):
+        for found_row in conn.execute(query, params):
+            host_id, identifier, kind, subnet_id, address, hostname = found_row[:6]
+            next_server, boot_file_name, client_classes = found_row[6:]
             row = Row(
                 subnet_id=int(subnet_id),
                 mac=bytes(identifier),
                 address=-1 if address is None else int(address),
                 hostname=hostname,
+                next_server=None if next_server is None else int(next_server),
+                boot_file_name=boot_file_name,
+                client_classes=client_classes,
             )
             found.append(_Stored(host_id=host_id, identifier_type=kind, row=row))
         return found
@@ -405,13 +436,32 @@ class Database:
             if changes.update:
                 cursor.executemany(
                     UPDATE,
-                    [(row.address, row.hostname, host_id) for host_id, row in changes.update],
+                    [
+                        (
+                            row.address,
+                            row.hostname,
+                            row.next_server,
+                            row.boot_file_name,
+                            row.client_classes,
+                            host_id,
+                        )
+                        for host_id, row in changes.update
+                    ],
                 )
             if changes.insert:
                 with cursor.copy(COPY_IN) as copy:
                     for row in changes.insert:
                         copy.write_row(
-                            (row.mac, HW_ADDRESS, row.subnet_id, row.address, row.hostname)
+                            (
+                                row.mac,
+                                HW_ADDRESS,
+                                row.subnet_id,
+                                row.address,
+                                row.hostname,
+                                row.next_server,
+                                row.boot_file_name,
+                                row.client_classes,
+                            )
                         )
         return Outcome(
             inserted=len(changes.insert), updated=len(changes.update), deleted=len(changes.delete)

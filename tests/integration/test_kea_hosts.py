@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -406,3 +407,30 @@ def test_dry_run_of_the_move_from_inline_reservations_is_not_refused(
     assert '+    "hosts-database": {' in done.stdout
     assert "a real run would write" in done.stderr
     assert khs.table_rows(kea_db.writer) == set()  # a dry run writes no row
+
+
+def test_boot_options_are_row_columns_and_a_change_is_an_update(
+    db: psycopg.Connection[Any], kea_db: KeaDb, pipeline_for: Callable[..., passes.Pipeline]
+) -> None:
+    """A host's PXE options go into Kea's dhcp4_next_server / dhcp4_boot_file_name
+    columns (served with no reload), and changing them updates the row in place."""
+    seed(db)
+    db.execute("UPDATE host SET next_server = '10.20.0.5', boot_file = 'pxelinux.0' WHERE id = 2")
+    pipeline = pipeline_for()
+    assert pipeline.full() is not None
+    ids = _host_ids(kea_db)
+
+    def boot_of_db1() -> tuple[Any, ...]:
+        with psycopg.connect(kea_db.writer) as kea:
+            row = kea.execute(
+                "SELECT dhcp4_next_server, dhcp4_boot_file_name FROM hosts"
+                " WHERE dhcp_identifier = decode('525400000002', 'hex')"
+            ).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    assert boot_of_db1() == (int(ipaddress.IPv4Address("10.20.0.5")), "pxelinux.0")
+    db.execute("UPDATE host SET boot_file = 'uefi/grubx64.efi' WHERE id = 2")
+    assert pipeline.incremental(changes.Plan(host_ids={2})) is not None
+    assert boot_of_db1() == (int(ipaddress.IPv4Address("10.20.0.5")), "uefi/grubx64.efi")
+    assert _host_ids(kea_db) == ids  # updated in place
