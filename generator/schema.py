@@ -171,3 +171,65 @@ class DhcpServerSubnet(Base):
     subnet_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("subnet.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class DhcpFailover(Base):
+    """A failover pair (migration 0008): the role is the column a server is named in;
+    each server's peer endpoint is stored once; timers in seconds (ISC) or ms (Kea)."""
+
+    __tablename__ = "dhcp_failover"
+    __table_args__ = (
+        CheckConstraint("machinedb.is_dhcp_server_name(name)", name="dhcp_failover_name_plain"),
+        CheckConstraint(
+            "mode IN ('isc-failover', 'kea-hot-standby', 'kea-load-balancing')",
+            name="dhcp_failover_mode_known",
+        ),
+        CheckConstraint("primary_server_id <> secondary_server_id", name="dhcp_failover_not_self"),
+        CheckConstraint(
+            "machinedb.is_ipv4_address(primary_address)"
+            " AND machinedb.is_ipv4_address(secondary_address)",
+            name="dhcp_failover_address_ipv4",
+        ),
+        CheckConstraint(
+            "primary_port BETWEEN 1 AND 65535 AND secondary_port BETWEEN 1 AND 65535",
+            name="dhcp_failover_port_range",
+        ),
+        CheckConstraint(
+            "(primary_address, primary_port) <> (secondary_address, secondary_port)",
+            name="dhcp_failover_endpoints_distinct",
+        ),
+        CheckConstraint(
+            "mclt > 0 AND max_response_delay > 0 AND max_unacked_updates > 0"
+            " AND load_balance_max_seconds >= 0 AND split BETWEEN 0 AND 256"
+            " AND heartbeat_delay_ms > 0 AND max_response_delay_ms > 0 AND max_ack_delay_ms > 0"
+            " AND max_unacked_clients >= 0",
+            name="dhcp_failover_timers_valid",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    mode: Mapped[str] = mapped_column(Text, server_default="isc-failover")
+    primary_server_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dhcp_server.id"), unique=True
+    )
+    secondary_server_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dhcp_server.id"), unique=True
+    )
+    primary_address: Mapped[IPAddress] = mapped_column(INET)
+    primary_port: Mapped[int] = mapped_column(Integer, server_default="647")
+    secondary_address: Mapped[IPAddress] = mapped_column(INET)
+    secondary_port: Mapped[int] = mapped_column(Integer, server_default="847")
+    mclt: Mapped[int] = mapped_column(Integer, server_default="3600")  # seconds
+    max_response_delay: Mapped[int] = mapped_column(Integer, server_default="60")  # seconds
+    max_unacked_updates: Mapped[int] = mapped_column(Integer, server_default="10")
+    load_balance_max_seconds: Mapped[int] = mapped_column(Integer, server_default="3")
+    split: Mapped[int] = mapped_column(Integer, server_default="128")  # of 256
+    heartbeat_delay_ms: Mapped[int] = mapped_column(Integer, server_default="10000")
+    max_response_delay_ms: Mapped[int] = mapped_column(Integer, server_default="60000")
+    max_ack_delay_ms: Mapped[int] = mapped_column(Integer, server_default="5000")
+    max_unacked_clients: Mapped[int] = mapped_column(Integer, server_default="5")
+
+
+# pair names are unique whatever their case
+Index("dhcp_failover_name_lower_key", func.lower(DhcpFailover.name), unique=True)

@@ -10,7 +10,7 @@ TABLES = ("hardware_type", "host", "subnet", "interface", "service", "host_servi
 # Which DHCP server serves which subnet (migration 0006). Kept out of TABLES: code that
 # moves identity sequences past SEED's ids expects an ``id`` column in every table of
 # TABLES but host_service. SEED leaves these empty; DHCP_SERVERS fills them.
-DHCP_SERVER_TABLES = ("dhcp_server", "dhcp_server_subnet")
+DHCP_SERVER_TABLES = ("dhcp_server", "dhcp_server_subnet", "dhcp_failover")
 # Every table the migrations create in schema public, each captured.
 ALL_TABLES = (*TABLES, *DHCP_SERVER_TABLES)
 

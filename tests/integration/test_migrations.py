@@ -205,6 +205,7 @@ def database_constraints(conn: psycopg.Connection[Any], table: str) -> set[tuple
                ELSE '' END
           FROM pg_constraint c
          WHERE c.conrelid = %s::regclass
+           AND c.contype <> 't'  -- constraint triggers are triggers: no model declares them
         """,
         [f"public.{table}"],
     ).fetchall()
