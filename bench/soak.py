@@ -2,7 +2,9 @@
 """Chaos soak: the whole pipeline under a mixed write load while its services are
 killed and restarted at random moments; then proof that nothing was lost.
 
-Starts its own PostgreSQL (fsync on) and ActiveMQ, a migrated database with two DHCP
+Starts its own PostgreSQL (fsync on) and broker (ActiveMQ, or with ``--broker rabbitmq``
+a RabbitMQ node with its STOMP plugin and the consumer queues declared before anything
+is published), a migrated database with two DHCP
 servers' scopes and an initial inventory, a real ISC dhcpd in a network namespace,
 ``cdc-relay`` and ``dhcp-generator --server soak`` (host changes over dhcpd's OMAPI,
 restarts through a reload command, frequent reconciliations), then for ``--duration``
@@ -14,7 +16,8 @@ reservations of the scope (every MAC the soak ever used looked up over OMAPI), a
 the daemon's dhcpd.conf equals a fresh ``dhcp-generator --once`` render byte for byte.
 Exit code 0 only if every check passed.
 
-    .venv/bin/python bench/soak.py [--duration 180] [--seed 1] [--writers 4] [--hosts 300]
+    .venv/bin/python bench/soak.py [--broker activemq|rabbitmq] [--duration 180] [--seed 1]
+                                   [--writers 4] [--hosts 300]
                                    [--reconcile-interval 20] [--json results.json]
                                    [--workdir DIR] [--keep]
 """
@@ -75,6 +78,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--broker",
+        choices=soak_env.BROKERS,
+        default=soak_env.BROKERS[0],
+        help="the broker the pipeline runs on (default: %(default)s); rabbitmq starts a"
+        " RabbitMQ node and runs both daemons with --broker rabbitmq",
+    )
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of load and faults")
     parser.add_argument("--seed", type=int, default=1, help="seeds the faults and the write mix")
     parser.add_argument("--writers", type=int, default=4, help="writer threads")
@@ -97,9 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--audit-consumer",
         default="kea",
-        help="consumer queue the audit reads (default: kea, declared in activemq.xml and"
-        " unused here: a declared queue exists from the broker's first moment, also after"
-        " a crash, so the topic never drops the auditor's copy)",
+        help="consumer queue the audit reads (default: kea, declared in activemq.xml, or on"
+        " RabbitMQ by the soak before anything is published, and unused here: a declared"
+        " queue exists from the broker's first moment, also after a crash, so the topic"
+        " never drops the auditor's copy)",
     )
     return parser.parse_args(argv)
 
@@ -121,7 +132,7 @@ class Soak:
         self.omapi_key: omapi.Key | None = None
         self.omapi_port = services.free_port()  # free here too: render_once's closed port
         self.audit: soak_dhcpd.Audit | None = None
-        self.broker: services.ActiveMQBroker | None = None
+        self.broker: soak_env.Broker | None = None
         self.auditor: soak_audit.Auditor | None = None
         self.relay: soak_env.Daemon | None = None
         self.generator: soak_env.Daemon | None = None
@@ -150,22 +161,29 @@ class Soak:
             "dhcpd will serve %s in namespace %s, OMAPI at %s",
             self.net.network, self.net.server_ns, self.dhcpd.omapi_address,
         )  # fmt: skip
-        logger.info("starting PostgreSQL and ActiveMQ in %s", self.paths.root)
-        self.cluster, self.broker = soak_env.make_services(self.paths)
+        self.cluster, self.broker = soak_env.make_services(self.paths, self.args.broker)
+        logger.info("starting PostgreSQL and %s in %s", self.broker.name, self.paths.root)
         soak_env.start_services(self.cluster, self.broker)
+        # before anything is published: RabbitMQ drops (and confirms) what no queue takes
+        self.broker.declare_queues([soak_env.GENERATOR_CONSUMER, self.args.audit_consumer])
         self.db_url = soak_env.prepare_database(self.cluster, self.net.network)
         self._load_inventory()
-        topic = soak_env.DESTINATION.removeprefix("/topic/")
-        queue = f"/queue/Consumer.{self.args.audit_consumer}.{topic}"
-        self.auditor = soak_audit.Auditor(self.broker.port, queue)
+        queue, headers = self.broker.reader(self.args.audit_consumer, prefetch=soak_audit.PREFETCH)
+        logger.info("the audit consumer reads %s", queue)
+        self.auditor = soak_audit.Auditor(
+            self.broker.port, queue, headers=headers, **self.broker.client_options()
+        )
         env = soak_env.daemon_env(self.db_url, self.broker.url)
-        self.relay = soak_env.relay_daemon(env, self.paths, self.relay_metrics.port)
+        self.relay = soak_env.relay_daemon(
+            env, self.paths, self.relay_metrics.port, broker=self.args.broker
+        )
         self.generator = soak_env.generator_daemon(
             env,
             self.paths,
             metrics_port=self.generator_metrics.port,
             omapi=self.dhcpd.omapi_address,
             reconcile_interval=self.args.reconcile_interval,
+            broker=self.args.broker,
         )
         self.relay.start()
         self.generator.start()
@@ -391,10 +409,7 @@ class Soak:
         if self.auditor is not None:
             self.auditor.close()
         if self.broker is not None:
-            if self.args.keep:
-                self.broker.stop()
-            else:
-                self.broker.destroy()
+            self.broker.close(keep=self.args.keep)
         if self.cluster is not None:
             if self.args.keep:
                 self.cluster.stop("fast")
@@ -632,6 +647,7 @@ def collect(soak: Soak, settled: dict[str, Any]) -> dict[str, Any]:
             "platform": platform.platform(),
             "load_average": [round(x, 2) for x in os.getloadavg()],
         },
+        "broker": soak.args.broker,
         "seed": soak.args.seed,
         "duration": soak.args.duration,
         "writers": soak.args.writers,
@@ -681,6 +697,7 @@ def summary(figures: dict[str, Any]) -> str:
     machine = figures["machine"]
     rows = [
         ("command", f"`{figures['command']}`"),
+        ("broker", figures["broker"]),
         ("date", figures["date"]),
         ("source", figures["source"]),
         ("machine", f"{machine['cpus']} cores, {machine['platform']}"),
@@ -756,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("stomp.py", "alembic"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    missing = soak_env.missing_prerequisites()
+    missing = soak_env.missing_prerequisites(args.broker)
     if missing:
         print(f"soak: missing {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -764,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _interrupt)
     temporary = args.workdir is None
     root = Path(tempfile.mkdtemp(prefix="machinedb-soak-")) if temporary else args.workdir
-    if any((root / name).exists() for name in ("pg", "activemq", "logs")):
+    if any((root / name).exists() for name in ("pg", "activemq", "rabbitmq", "logs")):
         print(f"soak: {root} holds an earlier run; give a new --workdir", file=sys.stderr)
         return 2
     root.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,10 @@ after recording its event-id (``client-individual``): with ``ack:auto`` the brok
 forgets a message once dispatched, so a broker crash with frames still in the socket
 would look like a loss in the relay. What it recorded but could not acknowledge before
 a crash comes again, and counts as a duplicate.
+
+On ActiveMQ it reads ``/queue/Consumer.<name>.VirtualTopic.X``; on RabbitMQ the same
+durable queue as ``/amq/queue/Consumer.<name>.VirtualTopic.X``, logged in to the node's
+virtual host (the soak gives the destination, headers and login).
 """
 
 from __future__ import annotations
@@ -25,11 +29,26 @@ RECONNECT_PAUSE = 0.5  # seconds between attempts while the broker is down
 
 
 class Auditor(stomp.ConnectionListener):  # type: ignore[misc]
-    """Counts event-ids read from ``queue``; reconnects on a thread of its own."""
+    """Counts event-ids read from ``queue``; reconnects on a thread of its own.
 
-    def __init__(self, port: int, queue: str) -> None:
+    ``headers``: extra SUBSCRIBE headers (default: ActiveMQ's prefetch); ``login``:
+    user and password, if the broker wants them; ``vhost``: CONNECT's host header.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        queue: str,
+        *,
+        headers: dict[str, str] | None = None,
+        login: tuple[str, str] | None = None,
+        vhost: str | None = None,
+    ) -> None:
         self.port = port
         self.queue = queue
+        self.headers = headers if headers is not None else {"activemq.prefetchSize": str(PREFETCH)}
+        self.login = login
+        self.vhost = vhost
         self.counts: Counter[int] = Counter()
         self.reconnects = 0
         self._lock = threading.Lock()
@@ -43,16 +62,22 @@ class Auditor(stomp.ConnectionListener):  # type: ignore[misc]
     def _connect(self, deadline: float) -> None:
         end = time.monotonic() + deadline
         while not self._closed.is_set():
-            conn = stomp.Connection12([("127.0.0.1", self.port)], reconnect_attempts_max=1)
+            options: dict[str, Any] = {"vhost": self.vhost} if self.vhost else {}
+            conn = stomp.Connection12(
+                [("127.0.0.1", self.port)], reconnect_attempts_max=1, **options
+            )
             conn.set_listener("auditor", self)
             try:
-                conn.connect(wait=True)
+                if self.login is not None:
+                    conn.connect(*self.login, wait=True)
+                else:
+                    conn.connect(wait=True)
                 self._conn = conn  # before subscribing: the first messages are acked on it
                 conn.subscribe(
                     self.queue,
                     id="audit",
                     ack="client-individual",
-                    headers={"activemq.prefetchSize": str(PREFETCH)},
+                    headers=self.headers,
                 )
                 self._lost.clear()
                 return

@@ -1,8 +1,8 @@
 """Faults at random moments (seeded): the relay or the generator SIGKILLed and restarted,
-the broker stopped or crashed and started again, PostgreSQL restarted (fast or
-immediate), dhcpd SIGKILLed and started again with the same files (as a supervisor
-would) or plainly restarted. One fault at a time; the first rounds go through every
-kind."""
+the broker (ActiveMQ, or the RabbitMQ node) stopped or crashed and started again,
+PostgreSQL restarted (fast or immediate), dhcpd SIGKILLed and started again with the
+same files (as a supervisor would) or plainly restarted. One fault at a time; the first
+rounds go through every kind."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def plan(rng: random.Random) -> list[tuple[str, str]]:
 class Targets:
     relay: soak_env.Daemon
     generator: soak_env.Daemon
-    broker: services.ActiveMQBroker
+    broker: soak_env.Broker
     cluster: services.PostgresCluster
     dhcpd: soak_dhcpd.Dhcpd
     after_generator_kill: Callable[[], str]  # returns a note for the fault log

@@ -1,5 +1,6 @@
-"""The soak's own world: PostgreSQL, ActiveMQ, a migrated database with its subnets and
-DHCP servers, and the two daemons as subprocesses (dhcpd itself: soak_dhcpd)."""
+"""The soak's own world: PostgreSQL, a broker (ActiveMQ or RabbitMQ), a migrated database
+with its subnets and DHCP servers, and the two daemons as subprocesses (dhcpd itself:
+soak_dhcpd)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 
 from generator import syntax_check
+from machinedb import broker_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -33,6 +35,7 @@ from tests.e2e import netns  # noqa: E402
 
 DESTINATION = "/topic/VirtualTopic.machinedb.changes"
 GENERATOR_CONSUMER = "dhcp"
+BROKERS = (broker_profile.ACTIVEMQ, broker_profile.RABBITMQ)
 SERVER = "soak"  # the dhcp_server whose scope the generator renders (--server)
 OTHER_SERVER = "soak-other"  # a second server: its subnets are outside the scope
 STOP_TIMEOUT = 15.0  # seconds for a daemon to exit after SIGTERM
@@ -143,15 +146,23 @@ class Paths:
     def broker(self) -> Path:
         return self.root / "activemq"
 
+    @property
+    def rabbitmq(self) -> Path:
+        return self.root / "rabbitmq"
 
-def missing_prerequisites() -> list[str]:
-    """What this machine lacks to run the soak (empty when it has everything)."""
+
+def missing_prerequisites(kind: str = broker_profile.ACTIVEMQ) -> list[str]:
+    """What this machine lacks to run the soak on a ``kind`` broker (empty when it has
+    everything)."""
     missing = []
     try:
         services.pg_bin()
     except services.ServiceError:
         missing.append("PostgreSQL server binaries (apt-get install postgresql)")
-    if not (services.ACTIVEMQ_HOME / "bin" / "activemq.jar").exists() or not shutil.which("java"):
+    if kind == broker_profile.RABBITMQ:
+        if not services.have_rabbitmq():
+            missing.append("RabbitMQ (apt-get install rabbitmq-server)")
+    elif not (services.ACTIVEMQ_HOME / "bin" / "activemq.jar").exists() or not shutil.which("java"):
         missing.append("ActiveMQ (apt-get install activemq)")
     if syntax_check.find_binary("dhcpd") is None:
         missing.append("ISC dhcpd (apt-get install isc-dhcp-server)")
@@ -163,12 +174,96 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
-def make_services(paths: Paths) -> tuple[services.PostgresCluster, services.ActiveMQBroker]:
-    return services.PostgresCluster(paths.pg, fsync=True), services.ActiveMQBroker(paths.broker)
+class Broker:
+    """The soak's broker, ActiveMQ or a RabbitMQ node, as the soak, its chaos and its
+    auditor use it.
+
+    RabbitMQ drops what it is sent while no queue is bound to the topic (and confirms it
+    all the same), so ``declare_queues`` declares the consumer queues before anything is
+    published, as a deployment's definitions do; they are durable and outlive the
+    node's restarts. ActiveMQ declares them itself (``activemq.xml``).
+    """
+
+    def __init__(self, kind: str, paths: Paths) -> None:
+        self.kind = broker_profile.check_kind(kind)
+        self.profile = broker_profile.Profile(self.kind)
+        self.service: services.ActiveMQBroker | services.RabbitMQNode
+        if self.kind == broker_profile.RABBITMQ:
+            self.service = services.RabbitMQNode(paths.rabbitmq)
+        else:
+            self.service = services.ActiveMQBroker(paths.broker)
+
+    @property
+    def rabbitmq(self) -> bool:
+        return self.profile.rabbitmq
+
+    @property
+    def name(self) -> str:
+        return "RabbitMQ" if self.rabbitmq else "ActiveMQ"
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    def start(self) -> None:
+        self.service.start()
+
+    def pid(self) -> int | None:
+        return self.service.pid()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop (SIGTERM) or kill (SIGKILL) the broker, to start it again; a RabbitMQ
+        node's epmd stays up, as the system's would."""
+        if isinstance(self.service, services.RabbitMQNode):
+            self.service.stop_node_only(kill=kill)
+        else:
+            self.service.stop(kill=kill)
+
+    def close(self, *, keep: bool) -> None:
+        """Stop it for good: its data kept (``keep``) or deleted."""
+        if keep:
+            self.service.stop()
+        else:
+            self.service.destroy()
+
+    def declare_queues(self, consumers: Sequence[str]) -> None:
+        """RabbitMQ: declare each consumer's durable queue, bound to the topic."""
+        if isinstance(self.service, services.RabbitMQNode):
+            self.service.declare_queues([consumer_queue(c) for c in consumers])
+
+    def reader(self, consumer: str, *, prefetch: int) -> tuple[str, dict[str, str]]:
+        """Where an independent client reads ``consumer``'s queue, with the SUBSCRIBE
+        headers that set its prefetch: ``/queue/Consumer.<name>.VirtualTopic.X`` on
+        ActiveMQ, ``/amq/queue/Consumer.<name>.VirtualTopic.X`` on RabbitMQ."""
+        subscription = self.profile.subscriptions(consumer_queue(consumer), prefetch=prefetch)[0]
+        return subscription.destination, dict(subscription.headers)
+
+    def client_options(self) -> dict[str, Any]:
+        """What a plain stomp.py client needs to log in: RabbitMQ's user and its
+        virtual host (stomp.py would send the server's name as the host header)."""
+        if not self.rabbitmq:
+            return {}
+        return {
+            "login": (services.RABBITMQ_USER, services.RABBITMQ_PASSWORD),
+            "vhost": "/",
+        }
 
 
-def start_services(cluster: services.PostgresCluster, broker: services.ActiveMQBroker) -> None:
-    """Start both side by side (the broker's JVM is the slow one)."""
+def consumer_queue(consumer: str) -> str:
+    """``/queue/Consumer.<consumer>.VirtualTopic.machinedb.changes``."""
+    return broker_profile.QUEUE_PREFIX + broker_profile.queue_name(DESTINATION, consumer)
+
+
+def make_services(paths: Paths, kind: str) -> tuple[services.PostgresCluster, Broker]:
+    return services.PostgresCluster(paths.pg, fsync=True), Broker(kind, paths)
+
+
+def start_services(cluster: services.PostgresCluster, broker: Broker) -> None:
+    """Start both side by side (the broker is the slow one)."""
     failures: list[BaseException] = []
 
     def start_broker() -> None:
@@ -297,14 +392,27 @@ class Daemon:
 
 def daemon_env(db_url: str, stomp_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("DATABASE_URL_FILE", "STOMP_URL_FILE", "DHCP_CONSUMER", "SSL_CA_FILE"):
+    for name in (
+        "DATABASE_URL_FILE",
+        "STOMP_URL_FILE",
+        "STOMP_BROKER",
+        "DHCP_CONSUMER",
+        "SSL_CA_FILE",
+    ):
         env.pop(name, None)
     env.update(DATABASE_URL=db_url, STOMP_URL=stomp_url, CDC_DESTINATION=DESTINATION)
     return env
 
 
-def relay_daemon(env: dict[str, str], paths: Paths, metrics_port: int) -> Daemon:
-    args = ["--metrics-port", str(metrics_port)]
+def broker_args(kind: str) -> list[str]:
+    """The daemons' ``--broker`` flag: RabbitMQ's is given, ActiveMQ's is detected."""
+    return ["--broker", kind] if kind == broker_profile.RABBITMQ else []
+
+
+def relay_daemon(
+    env: dict[str, str], paths: Paths, metrics_port: int, *, broker: str = broker_profile.ACTIVEMQ
+) -> Daemon:
+    args = ["--metrics-port", str(metrics_port), *broker_args(broker)]
     return Daemon("cdc-relay", args, env, paths.logs / "cdc-relay.log")
 
 
@@ -315,6 +423,7 @@ def generator_daemon(
     metrics_port: int,
     omapi: str,
     reconcile_interval: float,
+    broker: str = broker_profile.ACTIVEMQ,
 ) -> Daemon:
     """The generator of the soak's server: host changes over OMAPI at ``omapi``
     (HOST:PORT), restarts through the reload wrapper, a reconciliation every
@@ -329,6 +438,7 @@ def generator_daemon(
         "--omapi", omapi,
         "--omapi-key-file", str(paths.omapi_key),
         "--reconcile-interval", str(reconcile_interval),
+        *broker_args(broker),
     ]  # fmt: skip
     return Daemon("dhcp-generator", args, env, paths.logs / "dhcp-generator.log")
 
