@@ -967,3 +967,175 @@ def test_kea_reads_its_reservations_with_a_password_file_and_no_password_in_the_
         5433,
         "kea",
     )
+
+
+# ---------------------------------------------------------------- docker-compose.rabbitmq.yml
+
+RABBITMQ_OVERRIDE = ROOT / "docker-compose.rabbitmq.yml"
+STOMP_URL_TARGET = "/run/secrets/machinedb/stomp-url"
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_override() -> dict[str, Any]:
+    data = yaml.safe_load(RABBITMQ_OVERRIDE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A service of docker-compose.yml with the override's entries, merged as compose
+    merges them: environment and depends_on by key, volumes by target, the rest replaced."""
+    result = {**base, **override}
+    result["environment"] = {**environment(base), **environment(override)}
+    result["depends_on"] = {**base.get("depends_on", {}), **override.get("depends_on", {})}
+    by_target = {m["target"]: m for m in mounts(base)}
+    by_target.update({m["target"]: m for m in mounts(override)})
+    result["volumes"] = list(by_target.values())
+    return result
+
+
+def test_rabbitmq_runs_with_its_stomp_plugin_and_a_persistent_volume(
+    rabbitmq_override: dict[str, Any],
+) -> None:
+    rabbitmq = rabbitmq_override["services"]["rabbitmq"]
+    assert str(rabbitmq["image"]).startswith("rabbitmq:")
+    assert "rabbitmq-plugins enable --offline rabbitmq_stomp" in " ".join(command(rabbitmq))
+    assert "exec docker-entrypoint.sh rabbitmq-server" in " ".join(command(rabbitmq))
+    assert rabbitmq["healthcheck"]["test"][-2:] == ["check_port_listener", "61613"]
+    assert "ports" not in rabbitmq, "the broker is for the compose network only"
+    data = mount_for(rabbitmq, "/var/lib/rabbitmq")
+    assert data["type"] == "volume" and data["source"] in rabbitmq_override["volumes"]
+    users = mount_for(rabbitmq, "/etc/rabbitmq/conf.d/90-machinedb.conf")
+    assert users["type"] == "bind" and users["read_only"]
+    assert secret_name(users) == "rabbitmq.conf"
+    assert rabbitmq.get("hostname") == "rabbitmq", "a stable node name keeps its data"
+
+
+def test_rabbitmq_clients_say_so_and_read_its_url_file(
+    services: dict[str, dict[str, Any]], rabbitmq_override: dict[str, Any]
+) -> None:
+    overrides = rabbitmq_override["services"]
+    for name in DAEMONS:
+        service = merged(services[name], overrides[name])
+        assert environment(service)["STOMP_BROKER"] == "rabbitmq", name
+        url = mount_for(service, STOMP_URL_TARGET)
+        assert secret_name(url) == "rabbitmq.url" and url["read_only"], name
+        assert url["type"] == "bind", "a missing URL file must fail, not become a directory"
+        assert service["depends_on"]["rabbitmq-queues"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        assert set(service["depends_on"]) >= {"migrate", "rabbitmq-queues"}, name
+        assert service["image"] == services["migrate"]["image"], name
+    # what STOMP_BROKER=rabbitmq means to the commands: the relay's --broker choices
+    relay_args = relay_cli.build_parser().parse_args(["--broker", "rabbitmq"])
+    assert relay_args.broker == "rabbitmq"
+    queues = overrides["rabbitmq-queues"]
+    assert queues["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert queues["restart"] == "no"
+    assert secret_name(mount_for(queues, STOMP_URL_TARGET)) == "rabbitmq.url"
+
+
+def test_rabbitmq_queues_declares_every_generators_queue_before_the_relay(
+    services: dict[str, dict[str, Any]],
+    rabbitmq_override: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Runs the one-shot's script against a stand-in for stomp.py: one declaring
+    SUBSCRIBE per generator's consumer, each waiting for its receipt; an ERROR fails it."""
+    queues = rabbitmq_override["services"]["rabbitmq-queues"]
+    env = environment(queues)
+    consumers = env["MACHINEDB_CONSUMERS"].split()
+    assert sorted(consumers) == sorted(
+        environment(services[name])["DHCP_CONSUMER"] for name in GENERATORS
+    )
+    assert env["CDC_DESTINATION"] == DEFAULT_DESTINATION
+    script = command(queues)[-1]
+    url_file = tmp_path / "rabbitmq.url"
+    url_file.write_text("stomp://machinedb:pw@rabbitmq:61613\n")
+    monkeypatch.setenv("STOMP_URL_FILE", str(url_file))
+    monkeypatch.setenv("CDC_DESTINATION", env["CDC_DESTINATION"])
+    monkeypatch.setenv("MACHINEDB_CONSUMERS", env["MACHINEDB_CONSUMERS"])
+
+    class Frame:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.headers = headers
+
+    made: list[Any] = []
+
+    class FakeConnection:
+        refuse = False
+
+        def __init__(self, hosts: list[tuple[str, int]], *, vhost: str) -> None:
+            self.hosts, self.vhost = hosts, vhost
+            self.calls: list[tuple[str, Any]] = []
+            self.listener: Any = None
+            made.append(self)
+
+        def set_listener(self, name: str, listener: Any) -> None:
+            self.listener = listener
+
+        def connect(self, user: str, password: str, *, wait: bool) -> None:
+            self.calls.append(("connect", (user, password)))
+
+        def subscribe(self, destination: str, **kwargs: Any) -> None:
+            self.calls.append(("subscribe", (destination, kwargs)))
+            if FakeConnection.refuse:
+                self.listener.on_error(Frame({"message": "access refused"}))
+            else:
+                self.listener.on_receipt(Frame({"receipt-id": kwargs["headers"]["receipt"]}))
+
+        def unsubscribe(self, **kwargs: Any) -> None:
+            self.calls.append(("unsubscribe", kwargs))
+
+        def disconnect(self) -> None:
+            self.calls.append(("disconnect", None))
+
+    fake = type(sys)("stomp")
+    fake.Connection12 = FakeConnection  # type: ignore[attr-defined]
+    fake.ConnectionListener = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stomp", fake)
+    exec(compile(script, "rabbitmq-queues", "exec"), {"__name__": "__main__"})
+    conn = made[-1]
+    assert conn.hosts == [("rabbitmq", 61613)] and conn.vhost == "/"
+    assert conn.calls[0] == ("connect", ("machinedb", "pw"))
+    subscribes = [args for call, args in conn.calls if call == "subscribe"]
+    topic = DEFAULT_DESTINATION.removeprefix("/topic/")
+    assert [(dest, kw["headers"]["x-queue-name"]) for dest, kw in subscribes] == [
+        (DEFAULT_DESTINATION, f"Consumer.{c}.{topic}") for c in consumers
+    ]
+    for _, kwargs in subscribes:
+        assert kwargs["headers"]["durable"] == "true"
+        assert kwargs["headers"]["auto-delete"] == "false"
+    assert conn.calls[-1] == ("disconnect", None)
+    FakeConnection.refuse = True
+    with pytest.raises(SystemExit, match="access refused"):
+        exec(compile(script, "rabbitmq-queues", "exec"), {"__name__": "__main__"})
+
+
+def test_docker_compose_accepts_the_rabbitmq_override() -> None:
+    cli = compose_cli()
+    if cli is None:
+        if IN_CI:
+            pytest.fail("docker-compose is required under CI=true (apt-get install docker-compose)")
+        pytest.skip("docker-compose is not installed")
+    files = ["-f", str(COMPOSE_FILE), "-f", str(RABBITMQ_OVERRIDE)]
+    for profile in ([], ["--profile", "kea"]):
+        result = subprocess.run(
+            [*cli, "--project-directory", str(ROOT), *files, *profile, "config"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "MACHINEDB_DB_PASSWORD": "test"},
+        )
+        assert result.returncode == 0, result.stderr
+        relay = yaml.safe_load(result.stdout)["services"]["relay"]
+        url = [v for v in relay["volumes"] if v["target"] == STOMP_URL_TARGET]
+        assert len(url) == 1 and url[0]["source"].endswith("/rabbitmq.url"), url
+
+
+def test_deployment_docs_name_the_rabbitmq_override() -> None:
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert "docker-compose.rabbitmq.yml" in docs
+    for name in ("rabbitmq.conf", "rabbitmq.url"):
+        assert name in docs, name
