@@ -50,6 +50,25 @@ class Boot:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Failover:
+    """This server's side of its failover pair (a row of ``dhcp_failover``, read for a
+    ``--server`` scope): its role, its own endpoint and its partner's, and the timers."""
+
+    name: str  # the peer name both servers' configs use
+    mode: str  # 'isc-failover', 'kea-hot-standby' or 'kea-load-balancing'
+    role: str  # 'primary' or 'secondary' (Kea hot-standby: the standby)
+    address: IPAddress
+    port: int
+    peer_address: IPAddress
+    peer_port: int
+    mclt: int  # seconds
+    max_response_delay: int  # seconds
+    max_unacked_updates: int
+    load_balance_max_seconds: int  # seconds
+    split: int  # of 256
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Subnet:
     """One row of ``subnet`` with ``dhcp_enabled`` true."""
 
@@ -63,6 +82,9 @@ class Subnet:
     pool_end: IPAddress | None
     lease_time: int | None  # seconds
     boot: Boot | None = None
+    # The pair whose pool this is (a --server scope whose server has a partner): both
+    # peers serve the same subnets, so every subnet of the scope carries the same pair.
+    failover: Failover | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

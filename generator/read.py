@@ -36,6 +36,7 @@ _hardware_type = schema.metadata.tables["hardware_type"]
 _interface = schema.metadata.tables["interface"]
 _server = schema.metadata.tables["dhcp_server"]
 _served = schema.metadata.tables["dhcp_server_subnet"]
+_failover = schema.metadata.tables["dhcp_failover"]
 _other_subnet = _subnet.alias("other")
 _scope_subnet = _subnet.alias("scoped")
 
@@ -59,9 +60,49 @@ _SUBNET_COLUMNS = (
     _subnet.c.boot_file_uefi_arm64,
 )
 SUBNETS = sqlalchemy.select(*_SUBNET_COLUMNS).where(_subnet.c.dhcp_enabled)
-SCOPED_SUBNETS = SUBNETS.where(
-    sqlalchemy.exists().where(
-        _served.c.subnet_id == _subnet.c.id, _served.c.dhcp_server_id == _SERVER
+
+
+def _failover_columns() -> tuple[sqlalchemy.ColumnElement[Any], ...]:
+    """The scope server's side of its pair (migration 0008), NULLs when it has none:
+    each value of "this server" is the primary's or the secondary's column by role."""
+    pair = _failover
+    primary = pair.c.primary_server_id == _SERVER
+
+    def side(mine: sqlalchemy.ColumnElement[Any], theirs: sqlalchemy.ColumnElement[Any]) -> Any:
+        return sqlalchemy.case((primary, mine), else_=theirs)
+
+    return (
+        pair.c.name.label("failover_name"),
+        pair.c.mode.label("failover_mode"),
+        sqlalchemy.case((primary, "primary"), else_="secondary").label("failover_role"),
+        side(pair.c.primary_address, pair.c.secondary_address).label("failover_address"),
+        side(pair.c.primary_port, pair.c.secondary_port).label("failover_port"),
+        side(pair.c.secondary_address, pair.c.primary_address).label("failover_peer_address"),
+        side(pair.c.secondary_port, pair.c.primary_port).label("failover_peer_port"),
+        pair.c.mclt,
+        pair.c.max_response_delay,
+        pair.c.max_unacked_updates,
+        pair.c.load_balance_max_seconds,
+        pair.c.split,
+    )
+
+
+SCOPED_SUBNETS = (
+    sqlalchemy.select(*_SUBNET_COLUMNS, *_failover_columns())
+    .select_from(
+        _subnet.outerjoin(
+            _failover,
+            sqlalchemy.or_(
+                _failover.c.primary_server_id == _SERVER,
+                _failover.c.secondary_server_id == _SERVER,
+            ),
+        )
+    )
+    .where(
+        _subnet.c.dhcp_enabled,
+        sqlalchemy.exists().where(
+            _served.c.subnet_id == _subnet.c.id, _served.c.dhcp_server_id == _SERVER
+        ),
     )
 )
 
@@ -443,6 +484,28 @@ def _subnet_from_row(row: Any) -> model.Subnet:
         pool_end=row.pool_end,
         lease_time=row.lease_time,
         boot=boot,
+        failover=_failover_from_row(row),
+    )
+
+
+def _failover_from_row(row: Any) -> model.Failover | None:
+    """The pair columns of a scoped subnet row, None without a pair (or unscoped)."""
+    mapping = row._mapping
+    if mapping.get("failover_name") is None:
+        return None
+    return model.Failover(
+        name=row.failover_name,
+        mode=row.failover_mode,
+        role=row.failover_role,
+        address=row.failover_address,
+        port=row.failover_port,
+        peer_address=row.failover_peer_address,
+        peer_port=row.failover_peer_port,
+        mclt=row.mclt,
+        max_response_delay=row.max_response_delay,
+        max_unacked_updates=row.max_unacked_updates,
+        load_balance_max_seconds=row.load_balance_max_seconds,
+        split=row.split,
     )
 
 

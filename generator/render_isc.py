@@ -52,8 +52,11 @@ def render_parts(inventory: model.Inventory, *, options: render_options.RenderOp
 
 def preamble(subnets: Iterable[model.Subnet], *, options: render_options.RenderOptions) -> str:
     """Everything before the host blocks: the header, globals and subnets."""
+    ordered = sorted(subnets, key=lambda s: (int(s.network.network_address), s.id))
     lines = [*HEADER, "", *_global_statements(options)]
-    for subnet in sorted(subnets, key=lambda s: (int(s.network.network_address), s.id)):
+    for pair in sorted({s.failover for s in ordered if s.failover}, key=lambda f: f.name):
+        lines += ["", *failover_block(pair)]
+    for subnet in ordered:
         lines += ["", *_subnet_block(subnet)]
     return "\n".join(lines) + "\n"
 
@@ -100,8 +103,33 @@ def _subnet_block(subnet: model.Subnet) -> list[str]:
         body.append(f"max-lease-time {subnet.lease_time:d};")
     body += boot_statements(subnet.boot)
     if subnet.pool_start is not None and subnet.pool_end is not None:
-        body.append(f"range {quote.ipv4(subnet.pool_start)} {quote.ipv4(subnet.pool_end)};")
+        span = f"range {quote.ipv4(subnet.pool_start)} {quote.ipv4(subnet.pool_end)};"
+        if subnet.failover is None:
+            body.append(span)
+        else:  # both peers share the pool; reservations stay outside it (host blocks)
+            peer = f"failover peer {quote.isc_string(subnet.failover.name)};"
+            body += ["pool {", INDENT + peer, INDENT + span, "}"]
     head = f"subnet {network.network_address} netmask {network.netmask} {{"
+    return [head, *(INDENT + line for line in body), "}"]
+
+
+def failover_block(pair: model.Failover) -> list[str]:
+    """The ``failover peer`` declaration of this server's side of ``pair``: the only
+    part of the file that differs between the two peers. Ports are explicit; ``mclt``
+    and ``split`` belong to the primary alone (dhcpd refuses them on a secondary)."""
+    body = [
+        f"{pair.role};",
+        f"address {quote.ipv4_text(pair.address)};",
+        f"port {pair.port:d};",
+        f"peer address {quote.ipv4_text(pair.peer_address)};",
+        f"peer port {pair.peer_port:d};",
+        f"max-response-delay {pair.max_response_delay:d};",
+        f"max-unacked-updates {pair.max_unacked_updates:d};",
+        f"load balance max seconds {pair.load_balance_max_seconds:d};",
+    ]
+    if pair.role == "primary":
+        body += [f"mclt {pair.mclt:d};", f"split {pair.split:d};"]
+    head = f"failover peer {quote.isc_string(pair.name)} {{"
     return [head, *(INDENT + line for line in body), "}"]
 
 

@@ -15,6 +15,7 @@ import pytest
 from alembic import command
 from psycopg import errors
 
+from generator import read
 from tests.conftest import ROOT, alembic_config
 from tests.integration.inventory import DHCP_SERVERS, seed, snapshot
 from tests.integration.test_migrations import schema_dump
@@ -261,3 +262,31 @@ def test_pairing_servers_as_docs_dba_md_shows(servers: psycopg.Connection[Any]) 
     ).fetchall()
     assert served == [(1,), (2,)]
     assert servers.execute("SELECT mclt FROM dhcp_failover").fetchone() == (60,)
+
+
+def test_a_scoped_read_carries_the_servers_side_of_its_pair(
+    servers: psycopg.Connection[Any], db_url: str
+) -> None:
+    servers.execute(PAIR)
+    servers.execute("UPDATE dhcp_failover SET mclt = 120, primary_port = 6470")
+    engine = read.make_engine(db_url)
+    try:
+        sides = {
+            server: {s.failover for s in read.read_inventory(engine, server=server).subnets}
+            for server in (1, 2, 3)
+        }
+        unscoped = {s.failover for s in read.read_inventory(engine).subnets}
+    finally:
+        engine.dispose()
+    (primary,), (secondary,) = sides[1], sides[2]
+    assert primary is not None and secondary is not None
+    assert (primary.role, secondary.role) == ("primary", "secondary")
+    assert (str(primary.address), primary.port, str(primary.peer_address), primary.peer_port) == (
+        "10.20.0.2", 6470, "10.20.0.3", 847,
+    )  # fmt: skip
+    assert (secondary.address, secondary.port) == (primary.peer_address, primary.peer_port)
+    assert (secondary.peer_address, secondary.peer_port) == (primary.address, primary.port)
+    assert primary.mclt == secondary.mclt == 120 and primary.name == secondary.name == "pair-ab"
+    assert sides[3] == {None} and unscoped == {None}  # no pair: plain pools
+    assert "dhcp_failover" in read.tables_read(server=1)  # a pair change is a full pass
+    assert "dhcp_failover" not in read.tables_read(server=None)
