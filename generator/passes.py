@@ -109,6 +109,8 @@ class Pipeline:
         # hosts a stopped run may have sent without writing them to the file (None:
         # the record was not looked at yet); deleted from dhcpd before anything else
         self._strays: set[omapi_journal.Entry] | None = None
+        # host changes a restart put in the file that OMAPI could not confirm after it
+        self._unchecked: list[omapi_apply.Diff] = []
         self.kea_hosts: kea_hosts.Writer | None = None  # Kea's hosts database, on first use
         # what the server runs: the preamble and reservation count of the file it
         # loaded last (None until the file in place was looked at)
@@ -145,7 +147,7 @@ class Pipeline:
         elif self.hosts is not None:
             # What the server holds is the file in place (and what went in over OMAPI
             # with it): send the difference, not nothing.
-            fresh.inherit_outputs(_blocks_in_place(self.config))
+            self._inherit_from_file(fresh)
         _report(fresh.problems())
         self._observe(fresh, started)
         if not self._apply(fresh):
@@ -226,42 +228,65 @@ class Pipeline:
             return _apply(document, config=self.config, metrics=self.metrics, check=check)
         plan = omapi_apply.diff(changed)
         self._delete_strays()
+        self._check_again()
         served = self._served_now()
-        if plan:  # the wipe guard before anything reaches the server
-            before = served[1] if served is not None else _reservations_in_place(self.config)
-            try:
-                self._guard(before, len(document.parts.hosts))
-            except apply.WipeRefused as exc:
-                self.metrics.renders.labels("refused").inc()
-                logger.error("%s", exc, extra={"action": "refused"})
-                return False
+        if plan and not self._guarded(served, len(document.parts.hosts)):
+            return False  # the wipe guard runs before anything reaches the server
         if plan and served is not None and served[0] == document.parts.preamble:
             if self._send(plan, fallback=True):
-                ok = _apply(
-                    document, config=self.config, metrics=self.metrics, check=check, reload=False
-                )
-                if ok:
-                    self._served = (document.parts.preamble, len(document.parts.hosts))
-                    self._file_written()
-                    self.metrics.applies.labels("omapi").inc()
-                    logger.info(
-                        "sent %d host changes to dhcpd over OMAPI",
-                        len(plan),
-                        extra={"action": "omapi_applied", "changes": len(plan)},
-                    )
-                else:  # the file was refused after the server took the hosts: undo
-                    undo = omapi_apply.diff([(now, before) for before, now in changed])
-                    self._send(undo, fallback=False)
-                return ok
+                return self._hosts_sent(document, plan, changed, check)
         elif plan:
             self._send(plan, fallback=False)  # keeps dhcpd's lease file in step
-        ok = _apply(document, config=self.config, metrics=self.metrics, check=check)
-        if ok:
-            self._served = (document.parts.preamble, len(document.parts.hosts))
-            self._file_written()
-            if plan and self.config.reload_command:
-                self._after_restart(plan)
-        return ok
+        return self._restart(document, plan, check)
+
+    def _guarded(self, served: tuple[str, int] | None, new: int) -> bool:
+        before = served[1] if served is not None else _reservations_in_place(self.config)
+        try:
+            self._guard(before, new)
+        except apply.WipeRefused as exc:
+            self.metrics.renders.labels("refused").inc()
+            logger.error("%s", exc, extra={"action": "refused"})
+            return False
+        return True
+
+    def _hosts_sent(
+        self,
+        document: render.Document,
+        plan: omapi_apply.Diff,
+        changed: list[tuple[Any, Any]],
+        check: Any,
+    ) -> bool:
+        """dhcpd has the hosts: write the file without a restart."""
+        assert document.parts is not None
+        ok = _apply(document, config=self.config, metrics=self.metrics, check=check, reload=False)
+        if not ok:  # the file was refused after the server took the hosts: undo
+            undo = omapi_apply.diff([(now, before) for before, now in changed])
+            self._send(undo, fallback=False)
+            return False
+        self._served = (document.parts.preamble, len(document.parts.hosts))
+        self._file_written()
+        self.metrics.applies.labels("omapi").inc()
+        logger.info(
+            "sent %d host changes to dhcpd over OMAPI",
+            len(plan),
+            extra={"action": "omapi_applied", "changes": len(plan)},
+        )
+        return True
+
+    def _restart(self, document: render.Document, plan: omapi_apply.Diff, check: Any) -> bool:
+        """The file and the reload command; then every changed host checked over OMAPI."""
+        assert document.parts is not None
+        if not _apply(document, config=self.config, metrics=self.metrics, check=check):
+            return False
+        self._served = (document.parts.preamble, len(document.parts.hosts))
+        if plan and self.config.reload_command and not self._after_restart(plan):
+            # The file is in place, but dhcpd may hide a host of it (a `deleted` record
+            # replayed from its lease file): the check is sent again before every
+            # later apply until OMAPI shows every host, and the record stays.
+            self._unchecked.append(plan)
+            return True
+        self._file_written()
+        return True
 
     def _put_in_place_kea(self, document: render.Document, changed: list[tuple[Any, Any]]) -> bool:
         """Kea with a hosts database: the reservation rows first (checked against this
@@ -301,19 +326,34 @@ class Pipeline:
     def _journal(self) -> Path:
         return omapi_journal.path_for(self.config.output)
 
+    def _inherit_from_file(self, fresh: state.State[Any]) -> None:
+        """Before the first apply: the file in place is what dhcpd holds, except the
+        hosts a stopped run recorded (``omapi_journal``) and may have half-applied: those
+        the file does not declare are deleted first, those it declares are sent again
+        (an add that finds the very host there changes nothing)."""
+        in_place = _blocks_in_place(self.config)
+        fresh.inherit_outputs(in_place)
+        recorded = omapi_journal.read(self._journal)
+        declared = {}
+        for address, block in in_place.items():
+            declared[omapi_apply.host_of(block).name] = address
+        self._strays = {entry for entry in recorded if entry[0] not in declared}
+        for name, _ in recorded:
+            if name in declared:
+                fresh.changes.setdefault(declared[name], None)
+        if recorded:
+            logger.warning(
+                "%d hosts were being sent to dhcpd by a run that stopped before it was"
+                " done: checking them first",
+                len(recorded),
+                extra={"action": "omapi_recorded"},
+            )
+
     def _delete_strays(self) -> None:
         """Delete from dhcpd the recorded hosts the file in place does not declare."""
         assert self.hosts is not None
         if self._strays is None:
-            declared = {host.name for host in _hosts_in_place(self.config)}
-            self._strays = {e for e in omapi_journal.read(self._journal) if e[0] not in declared}
-            if self._strays:
-                logger.warning(
-                    "%d hosts were sent to dhcpd by a run that stopped before writing"
-                    " them to the file; deleting them first",
-                    len(self._strays),
-                    extra={"action": "omapi_strays"},
-                )
+            self._strays = set()
         for entry in sorted(self._strays):
             try:
                 self.hosts.delete(entry[0])
@@ -322,28 +362,40 @@ class Pipeline:
                 return
             self._strays.discard(entry)
 
+    def _check_again(self) -> None:
+        """Send again the host changes a restart's check could not confirm."""
+        assert self.hosts is not None
+        while self._unchecked:
+            try:
+                omapi_apply.send(self.hosts, self._unchecked[0])
+            except omapi.OmapiError as exc:
+                logger.warning("OMAPI: %s; checked again at the next apply", exc)
+                return
+            self._unchecked.pop(0)
+
     def _file_written(self) -> None:
         """The file in place declares every host sent: the record can go."""
-        if self.hosts is not None and not self._strays:
+        if self.hosts is not None and not self._strays and not self._unchecked:
             omapi_journal.clear(self._journal)
 
-    def _after_restart(self, plan: omapi_apply.Diff) -> None:
+    def _after_restart(self, plan: omapi_apply.Diff) -> bool:
         """After a restart, check the changed hosts once dhcpd answers and mend them: a
-        host dhcpd deleted over OMAPI before stays hidden by its lease file record."""
+        host dhcpd deleted over OMAPI before stays hidden by its lease file record.
+        False (logged) if that could not be done."""
         deadline = time.monotonic() + self.restart_settle
         while True:
             try:
                 assert self.hosts is not None
                 omapi_apply.send(self.hosts, plan)
-                return
+                return True
             except omapi.Unreachable as exc:
                 if time.monotonic() >= deadline:
-                    logger.error("OMAPI after the restart: %s", exc)
-                    return
+                    logger.error("OMAPI after the restart: %s; retrying later", exc)
+                    return False
                 time.sleep(0.1)
             except omapi.OmapiError as exc:
-                logger.error("OMAPI after the restart: %s", exc)
-                return
+                logger.error("OMAPI after the restart: %s; retrying later", exc)
+                return False
 
     def _served_now(self) -> tuple[str, int] | None:
         """The preamble and reservations the server runs (looked up once from the file
@@ -385,10 +437,6 @@ class Pipeline:
 
 def _reservations_in_place(config: settings.ApplySettings) -> int:
     return apply.count_reservations(apply.read_current(config.output), fmt=config.fmt)
-
-
-def _hosts_in_place(config: settings.ApplySettings) -> list[omapi.Host]:
-    return [omapi_apply.host_of(block) for block in _blocks_in_place(config).values()]
 
 
 def _blocks_in_place(config: settings.ApplySettings) -> dict[int, str]:

@@ -35,7 +35,7 @@ def test_hosts_sent_but_never_written_are_deleted_on_the_next_start(tmp_path: Pa
         restart_settle=0.3,
     )
     fresh = lab.build()
-    fresh.inherit_outputs(passes._blocks_in_place(lab.config))
+    restarted._inherit_from_file(fresh)  # as the first full pass does
     restarted.state = fresh
     lab.rows[4] = row(4)
     fresh.update([row(4)], [])
@@ -60,3 +60,49 @@ def test_the_record_is_written_before_the_send(tmp_path: Path) -> None:
     assert lab.change([row(5)], [])
     assert seen == [{("h5-02-00-00-00-00-05", "02:00:00:00:00:05")}]
     assert not journal.exists()
+
+
+def test_recorded_hosts_the_file_declares_are_sent_again_on_start(tmp_path: Path) -> None:
+    """A run stopped after writing the file but before dhcpd showed its hosts (a
+    restart's check): the host may be hidden by a `deleted` lease record, so it is
+    sent again."""
+    lab = Lab(tmp_path, hosts=3)
+    journal = omapi_journal.path_for(lab.config.output)
+    hidden = omapi_apply.host_of(passes.render_isc.host_block(row(2)))
+    omapi_journal.record(journal, [hidden])
+    del lab.dhcpd.hosts[hidden.name]  # in the file, but dhcpd hides it
+    restarted = passes.Pipeline(
+        None,  # type: ignore[arg-type]
+        config=lab.config,
+        metrics=lab.metrics,
+        hosts=lab.dhcpd,  # type: ignore[arg-type]
+        restart_settle=0.3,
+    )
+    fresh = lab.build()
+    restarted._inherit_from_file(fresh)
+    restarted.state = fresh
+    assert restarted._apply(fresh)
+    assert lab.dhcpd.hosts[hidden.name] == hidden
+    assert not journal.exists()
+
+
+def test_a_restart_whose_check_failed_is_checked_again_at_the_next_apply(
+    tmp_path: Path,
+) -> None:
+    lab = Lab(tmp_path, hosts=3)
+    real_add = lab.dhcpd.add
+    down = [True]
+
+    def add(host: omapi.Host) -> None:
+        if down[0]:
+            raise omapi.Unreachable("OMAPI: cannot connect")
+        real_add(host)
+
+    lab.dhcpd.add = add  # type: ignore[method-assign]
+    assert lab.change([row(5)], [])  # restarted instead; the check after it failed too
+    assert "h5-02-00-00-00-00-05" not in lab.dhcpd.hosts
+    assert omapi_journal.path_for(lab.config.output).exists()  # kept for a restarted run
+    down[0] = False
+    assert lab.change([row(6)], [])
+    assert {"h5-02-00-00-00-00-05", "h6-02-00-00-00-00-06"} <= set(lab.dhcpd.hosts)
+    assert not omapi_journal.path_for(lab.config.output).exists()
