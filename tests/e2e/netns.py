@@ -117,8 +117,9 @@ def _network_for(tag: str, prefixlen: int) -> ipaddress.IPv4Network:
 
 
 def _control_network_for(tag: str) -> ipaddress.IPv4Network:
-    # a /30 of link-local 169.254.64.0/18 (never routed off a link) chosen by the tag
-    index = int(tag, 16) % (1 << 14)
+    # a /30 of link-local 169.254.64.0/18 (never routed off a link) chosen by the tag:
+    # 2**12 of them fit
+    index = int(tag, 16) % (1 << 12)
     return ipaddress.IPv4Network((0xA9FE4000 + (index << 2), 30))
 
 
