@@ -148,14 +148,25 @@ class Daemon:
             self.consumer.ack([delivery])
             return
         self.reconciler.excuse(item.ref, now=self.clock())
-        if item.txid is not None and self.applied is not None and self.applied.saw(item.txid):
-            # The change committed before the snapshot behind the config in place.
+        if self._covered(item):
             self.metrics.covered.inc()
             self.consumer.ack([delivery])
             return
         self.pending.append(item)
         self.metrics.pending.set(len(self.pending))
         self.dirty = True
+
+    def _covered(self, item: changes.Change) -> bool:
+        """The change is in the config in place already: it committed before the last
+        full pass's snapshot, or before the last incremental pass's and that pass
+        re-read its rows (a host and its new interface are two messages of one
+        transaction: the host's pass covers the interface's)."""
+        txid = item.txid
+        if txid is None:
+            return False
+        if self.applied is not None and self.applied.saw(txid):
+            return True
+        return self.pipeline.reread(item.ref)
 
     def _pass(self, covered: Sequence[changes.Change]) -> None:
         """A pass for ``covered`` (all received before its snapshot); ack on success."""

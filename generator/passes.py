@@ -42,6 +42,7 @@ from generator import (
     validate,
 )
 from generator import metrics as metrics_module
+from machinedb import change_message as contract
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Pipeline:
         # the snapshot of the last full pass applied: every change it saw is in the state
         # (an incremental pass's snapshot says so only for the rows it re-read)
         self.whole: read.Visibility | None = None
+        # the last incremental pass applied: its snapshot, and the rows it re-read
+        self._reread: tuple[read.Visibility, frozenset[int], frozenset[int]] | None = None
         # reservations the last full pass found different from the state it replaced
         self.last_suspects: list[reconcile.Suspect] = []
         self._preamble: tuple[state.State[Any], str] | None = None
@@ -178,14 +181,30 @@ class Pipeline:
         current.update(named.wanted, named.gone)
         _report(current.problems_of(row.id for row in named.wanted), level=logging.WARNING)
         self._observe(current, started)
+        self._reread = None
         if self._in_place and not current.changed():
             # nothing the server runs changed (a change outside the scope, a repeated
             # or forged message): no document, no file read, no write
             self.metrics.renders.labels("unchanged").inc()
             self.metrics.applies.labels("unchanged").inc()
             self.metrics.confirmed()
-            return named.visibility
-        return named.visibility if self._apply(current) else None
+        elif not self._apply(current):
+            return None
+        rows = frozenset(row.id for row in named.wanted) | named.gone
+        self._reread = (named.visibility, rows, frozenset(plan.host_ids))
+        return named.visibility
+
+    def reread(self, ref: contract.ChangeRef) -> bool:
+        """True if the last incremental pass re-read the row ``ref`` names, in a
+        snapshot that saw the change: that pass applied it."""
+        last, txid = self._reread, ref.txid
+        if last is None or txid is None or not ref.names_rows() or not last[0].saw(txid):
+            return False
+        if ref.table == "interface":
+            return ref.key("id") in last[1]
+        if ref.table == "host":
+            return ref.key("id") in last[2]
+        return False
 
     def document(self) -> render.Document:
         """The config text of the current state."""

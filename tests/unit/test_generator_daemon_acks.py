@@ -18,6 +18,7 @@ import pytest
 
 from generator import apply, changes, consumer, daemon, passes, read, render, settings
 from generator import metrics as metrics_module
+from machinedb import change_message as contract
 from tests.unit.conftest import require_binary
 
 
@@ -78,7 +79,11 @@ class FakePipeline:
         self.state = None
         self.last_suspects: list[object] = []
         self.whole: read.Visibility | None = None
+        self.reread_rows: set[tuple[str, int]] = set()  # (table, id) the last pass re-read
         self.kinds: list[str] = []  # "full" or "incremental", pass by pass
+
+    def reread(self, ref: contract.ChangeRef) -> bool:
+        return (ref.table, ref.key("id")) in self.reread_rows
 
     def full(self) -> read.Visibility | None:
         self.kinds.append("full")
