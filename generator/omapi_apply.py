@@ -136,6 +136,32 @@ def send(client: omapi.Client, plan: Diff) -> None:
         raise Mismatch(problems)
 
 
+def mend(client: omapi.Client, plan: Diff) -> None:
+    """After dhcpd restarted on a file that already declares ``plan``'s hosts: look each
+    changed MAC up and fix only what differs (a host hidden by a ``deleted`` record of
+    its lease file, a removed host replayed from a ``dynamic`` one). One lookup a host
+    in the usual case, where ``send`` would try an add that fails and look up again."""
+    wanted = {host.mac: host for host in (*plan.moved, *plan.added)}
+    for host in plan.removed:
+        if host.mac not in wanted:
+            client.delete(host.name)
+            holder = client.lookup_by_mac(host.mac)
+            if holder is not None:
+                client.delete(holder.name)
+    mended = []
+    for host in wanted.values():
+        got = client.lookup_by_mac(host.mac)
+        if got is not None and (got.name, got.ip) == (host.name, host.ip):
+            continue
+        if got is not None:
+            client.delete(got.name)
+        _add(client, host)
+        mended.append(host)
+    problems = verify(client, Diff(added=tuple(mended)))
+    if problems:
+        raise Mismatch(problems)
+
+
 def _add(client: omapi.Client, host: omapi.Host) -> None:
     try:
         client.add(host)

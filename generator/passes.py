@@ -254,8 +254,10 @@ class Pipeline:
         if plan and served is not None and served[0] == document.parts.preamble:
             if self._send(plan, fallback=True):
                 return self._hosts_sent(document, plan, changed, check)
-        elif plan:
-            self._send(plan, fallback=False)  # keeps dhcpd's lease file in step
+        elif plan and not self.config.reload_command:
+            self._send(plan, fallback=False)  # nothing restarts dhcpd: it gets them now
+        elif plan:  # checked and mended once the restarted dhcpd answers
+            omapi_journal.record(self._journal, (*plan.moved, *plan.added))
         return self._restart(document, plan, check)
 
     def _guarded(self, served: tuple[str, int] | None, new: int) -> bool:
@@ -386,7 +388,7 @@ class Pipeline:
         assert self.hosts is not None
         while self._unchecked:
             try:
-                omapi_apply.send(self.hosts, self._unchecked[0])
+                omapi_apply.mend(self.hosts, self._unchecked[0])
             except omapi.OmapiError as exc:
                 logger.warning("OMAPI: %s; checked again at the next apply", exc)
                 return
@@ -405,7 +407,7 @@ class Pipeline:
         while True:
             try:
                 assert self.hosts is not None
-                omapi_apply.send(self.hosts, plan)
+                omapi_apply.mend(self.hosts, plan)
                 return True
             except omapi.Unreachable as exc:
                 if time.monotonic() >= deadline:

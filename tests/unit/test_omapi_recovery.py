@@ -106,3 +106,16 @@ def test_a_restart_whose_check_failed_is_checked_again_at_the_next_apply(
     assert lab.change([row(6)], [])
     assert {"h5-02-00-00-00-00-05", "h6-02-00-00-00-00-06"} <= set(lab.dhcpd.hosts)
     assert not omapi_journal.path_for(lab.config.output).exists()
+
+
+def test_after_a_restart_only_what_differs_is_mended() -> None:
+    """dhcpd restarted on a file declaring A and B: A is there (one lookup, no add), B
+    is hidden by a `deleted` lease record (added again), and a removed host that a
+    `dynamic` record brought back is deleted."""
+    gone = omapi.Host(name="old1-02-00-00-00-00-09", mac="02:00:00:00:00:09", ip="10.0.0.9")
+    server = FakeDhcpd([omapi_apply.host_of(A), gone])
+    plan = omapi_apply.Diff(removed=(gone,), added=(omapi_apply.host_of(A), omapi_apply.host_of(B)))
+    omapi_apply.mend(server, plan)  # type: ignore[arg-type]
+    assert set(server.hosts) == {"web1-02-00-00-00-00-01", "db1-02-00-00-00-00-02"}
+    assert "add web1-02-00-00-00-00-01" not in server.calls
+    assert "add db1-02-00-00-00-00-02" in server.calls
