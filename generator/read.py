@@ -154,7 +154,8 @@ _NOT_IN_DISABLED_SUBNET = ~sqlalchemy.exists().where(
     ~_other_subnet.c.dhcp_enabled,
     _other_subnet.c.network.op(">>=", is_comparison=True)(_interface.c.ip),
 )
-_WANTED = sqlalchemy.and_(_host.c.enabled, _interface.c.ip.is_not(None), _NOT_IN_DISABLED_SUBNET)
+_CANDIDATE = sqlalchemy.and_(_host.c.enabled, _interface.c.ip.is_not(None))
+_WANTED = sqlalchemy.and_(_CANDIDATE, _NOT_IN_DISABLED_SUBNET)
 # Inside a DHCP subnet of the server's scope (the subnets of a scope never overlap a
 # DHCP-off subnet, which the database refuses).
 _IN_SCOPE = sqlalchemy.exists().where(
@@ -168,6 +169,10 @@ _JOINED = _interface.join(_host, _host.c.id == _interface.c.host_id).outerjoin(
 )
 
 INTERFACES = sqlalchemy.select(*_ROW_COLUMNS).select_from(_JOINED).where(_WANTED)
+# The same when no subnet has DHCP off (the usual case): the per-row look at the
+# subnets that have is most of the database's work in a read of 1,000,000 rows.
+INTERFACES_ALL_ON = sqlalchemy.select(*_ROW_COLUMNS).select_from(_JOINED).where(_CANDIDATE)
+ANY_DHCP_OFF = sqlalchemy.select(sqlalchemy.exists().where(~_subnet.c.dhcp_enabled))
 
 # A scope's rows, found from its subnets: an index range scan on interface.ip per
 # subnet (its first to its last address, as host addresses), not a scan of every row.
@@ -185,7 +190,9 @@ SCOPED_INTERFACES = (
         .join(_host, _host.c.id == _interface.c.host_id)
         .outerjoin(_hardware_type, _hardware_type.c.id == _host.c.hardware_type_id)
     )
-    .where(_served.c.dhcp_server_id == _SERVER, _scope_subnet.c.dhcp_enabled, _WANTED)
+    # Subnets never overlap (the database refuses it), so an address inside a DHCP
+    # subnet of the scope is in no DHCP-off subnet: no per-row look at those.
+    .where(_served.c.dhcp_server_id == _SERVER, _scope_subnet.c.dhcp_enabled, _CANDIDATE)
 )
 
 # The rows a few messages name: interfaces by id and the interfaces of hosts by id,
@@ -304,6 +311,8 @@ def read_into(
             visibility = Visibility.parse(conn.execute(SNAPSHOT).scalar_one())
             subnet_rows = conn.execute(subnets_query, params).all()
             subnets = tuple(_subnet_from_row(row) for row in subnet_rows)
+            if server is None and not conn.execute(ANY_DHCP_OFF).scalar_one():
+                interfaces_query = INTERFACES_ALL_ON
             with collector_paused():
                 fetched = _stream(conn, interfaces_query, params)
                 built = build(subnets, map(_interface_from_row, fetched))
