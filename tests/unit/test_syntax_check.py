@@ -127,10 +127,8 @@ def host_block(n: int) -> str:
 PREAMBLE = "authoritative;\nsubnet 10.0.0.0 netmask 255.255.255.0 {\n}\n"
 
 
-@pytest.mark.dhcpd
-def test_incremental_checks_only_new_host_blocks_under_the_same_preamble(
-    tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def spy_on_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts the real checker is given from now on, in order."""
     checked: list[str] = []
     real_check = syntax_check.check
 
@@ -139,6 +137,14 @@ def test_incremental_checks_only_new_host_blocks_under_the_same_preamble(
         return real_check(path, **kwargs)
 
     monkeypatch.setattr(syntax_check, "check", spy)
+    return checked
+
+
+@pytest.mark.dhcpd
+def test_incremental_checks_only_new_host_blocks_under_the_same_preamble(
+    tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = spy_on_checks(monkeypatch)
     incremental = syntax_check.Incremental()
 
     def run(document: render.Document) -> None:
@@ -188,14 +194,7 @@ def test_incremental_checks_kea_files_whole(
 def test_incremental_with_the_new_blocks_given_keeps_no_set_of_all_blocks(
     tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked: list[str] = []
-    real_check = syntax_check.check
-
-    def spy(path: str | os.PathLike[str], **kwargs: Any) -> syntax_check.CheckResult:
-        checked.append(Path(path).read_text(encoding="utf-8"))
-        return real_check(path, **kwargs)
-
-    monkeypatch.setattr(syntax_check, "check", spy)
+    checked = spy_on_checks(monkeypatch)
     incremental = syntax_check.Incremental()
     first = isc_document(PREAMBLE, host_block(1), host_block(2))
     incremental.check(write(tmp_path, "a.conf", first.text), first, new=[])
