@@ -12,6 +12,10 @@ Three cases, one after another on the same database, each with a fresh dhcpd:
 * restart: no OMAPI; each change restarts dhcpd;
 * none: the omapi setup, and no changes at all (the baseline).
 
+With ``--server kea``, against kea-dhcp4: hosts-db (reservations in Kea's hosts
+database, no reload), config-reload (inline reservations, ``config-reload`` per change)
+and none (the hosts-db setup, no changes).
+
 During the omapi and restart runs, one change commits every ``--change-every`` seconds,
 alternately a moved interface address and a new host with its interface. The simulated
 clients take pool leases: a warm-up run first gives every one of them its lease, so
@@ -19,8 +23,9 @@ the measured run sees steady-state renewals, not first allocations (for a first
 allocation dhcpd pings the address and answers ~1 s later, which perfdhcp counts as
 drops).
 
-    .venv/bin/python bench/dhcp_availability.py [--hosts 10000] [--rate 50] [--seconds 60]
-        [--clients 100] [--change-every 1] [--cases omapi,restart,none] [--json FILE]
+    .venv/bin/python bench/dhcp_availability.py [--server isc|kea] [--hosts 10000]
+        [--rate 50] [--seconds 60] [--clients 100] [--change-every 1]
+        [--cases omapi,restart,none | hosts-db,config-reload,none] [--json FILE]
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ from tests.e2e import netns
 
 ROOT = dhcp_lab.ROOT
 PERFDHCP = "/usr/sbin/perfdhcp"
-CASES = ("omapi", "restart", "none")
-PATH_OF = {"omapi": "omapi", "restart": "restart", "none": "omapi"}
+CASES = {"isc": ("omapi", "restart", "none"), "kea": ("hosts-db", "config-reload", "none")}
+PATH_OF = {
+    "isc": {"omapi": "omapi", "restart": "restart", "none": "omapi"},
+    "kea": {"hosts-db": "hosts-db", "config-reload": "config-reload", "none": "hosts-db"},
+}
 PERFDHCP_GRACE = 60.0  # seconds past its test period before perfdhcp is given up on
 WARM_UP = 10  # seconds of perfdhcp before each measured run
 STAT = re.compile(r"^\s*(?P<key>[a-z ]+):\s*(?P<value>[0-9.]+)", re.MULTILINE)
@@ -148,8 +156,9 @@ def run_case(
 
 def measure(args: argparse.Namespace) -> dict[str, Any] | None:
     ok, missing = netns.available()
-    if not ok or not netns.have_dhcpd() or not dhcp_lab.pipeline.have_commands():
-        print(f"needs root, ip netns, dhcpd and the installed commands ({missing})")
+    have_server = netns.have_kea() if args.server == "kea" else netns.have_dhcpd()
+    if not ok or not have_server or not dhcp_lab.pipeline.have_commands():
+        print(f"needs root, ip netns, {args.server}'s server and the commands ({missing})")
         return None
     if not Path(PERFDHCP).exists():
         print(f"needs {PERFDHCP} (Debian package kea-admin)")
@@ -174,18 +183,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any] | None:
                 print(f"  {case}: starting", file=sys.stderr)
                 workdir = work / case
                 with dhcp_lab.lab(
-                    path=PATH_OF[case],
+                    path=PATH_OF[args.server][case],
                     url=url,
                     stomp=stomp,
                     net=net,
                     hosts=args.hosts,
                     workdir=workdir,
+                    cluster=cluster,
                 ) as lab:
                     print(f"  {case}: perfdhcp for {args.seconds} s", file=sys.stderr)
                     cases.append(run_case(lab, url, case, args, state))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
+        "server": args.server,
         "machine": dhcp_lab.machine(),
         "hosts": args.hosts,
         "rate": args.rate,
@@ -224,10 +235,20 @@ def report(run: dict[str, Any]) -> None:
     for c in run["cases"]:
         n = c["counters"]
         warm = c["warm_up"].get("do", {})
+        if run.get("server") == "kea":
+            applied = (
+                f"applies kea_hosts={n.get('kea_hosts', 0):.0f}"
+                f" restart (config-reload)={n['restart']:.0f} unchanged={n['unchanged']:.0f},"
+                f" Kea DHCP4_CONFIG_COMPLETE {n.get('reconfigurations', 0):.0f}"
+            )
+        else:
+            applied = (
+                f"applies omapi={n['omapi']:.0f} restart={n['restart']:.0f}"
+                f" unchanged={n['unchanged']:.0f}, omapi fallbacks={n['fallbacks']:.0f},"
+                f" mismatches={n['mismatches']:.0f}"
+            )
         print(
-            f"  {c['case']}: applies omapi={n['omapi']:.0f} restart={n['restart']:.0f}"
-            f" unchanged={n['unchanged']:.0f}, omapi fallbacks={n['fallbacks']:.0f},"
-            f" mismatches={n['mismatches']:.0f}; warm-up DISCOVER drops"
+            f"  {c['case']}: {applied}; warm-up DISCOVER drops"
             f" {warm.get('drops', 0):.0f} of {warm.get('sent', 0):.0f}"
         )
         for line in c["log"]:
@@ -241,13 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=60, help="perfdhcp's test period")
     parser.add_argument("--clients", type=int, default=100, help="perfdhcp -R")
     parser.add_argument("--change-every", type=float, default=1.0, help="seconds")
-    parser.add_argument("--cases", type=lambda s: s.split(","), default=list(CASES))
+    parser.add_argument("--server", choices=sorted(CASES), default="isc")
+    parser.add_argument(
+        "--cases",
+        type=lambda s: s.split(","),
+        help="default: omapi,restart,none (isc) or hosts-db,config-reload,none (kea)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw measurements here")
     parser.add_argument("--from-json", type=Path, help="report a saved --json run")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    if unknown := set(args.cases) - set(CASES):
-        parser.error(f"unknown cases: {sorted(unknown)}")
+    args.cases = args.cases or list(CASES[args.server])
+    if unknown := set(args.cases) - set(CASES[args.server]):
+        parser.error(f"unknown cases for {args.server}: {sorted(unknown)}")
     if args.from_json:
         run = json.loads(args.from_json.read_text())
     else:

@@ -6,7 +6,7 @@ veth's subnet, with a dynamic pool), the installed ``cdc-relay`` and ``dhcp-gene
 and a real ISC dhcpd in a network namespace (tests/e2e/netns.py; needs root). The
 generator reaches dhcpd's OMAPI port over the harness's control link only.
 
-Two ways of applying host changes (``PATHS``):
+Two ways of applying host changes to ISC dhcpd (``PATHS``):
 
 * omapi: ``--omapi CONTROL_IP:7911 --omapi-key-file KEY``; the reload command (a
   restart) stays set for non-host changes;
@@ -16,6 +16,18 @@ Before the daemons start, ``dhcp-generator --once`` (without OMAPI) renders the 
 its reload command starts dhcpd with it, so the daemon's first pass finds the hosts in
 place (on the omapi path it restarts dhcpd once, with the OMAPI statements added) and
 every later pass is one isolated change.
+
+And two for kea-dhcp4 (``KEA_PATHS``; ``--format kea``, ``--kea-control-socket``):
+
+* hosts-db: ``--kea-hosts-database`` (the generator's login, TCP) and
+  ``--kea-hosts-reader`` (Kea's read-only login, the cluster's unix socket): the
+  reservations are rows of Kea's ``hosts`` table in a database made by ``kea-admin
+  db-init pgsql`` on the same cluster, read by Kea at each lookup; no reload;
+* config-reload: the reservations inline in the file; every change rewrites it and
+  sends ``config-reload`` through the control socket.
+
+Kea starts on a config without reservations; ``dhcp-generator --once`` then writes the
+reservations (rows or file) and reloads it once, before the daemons start.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dhcpd_restart  # bench/dhcpd_restart.py: the DISCOVER/OFFER codec, setns
 import e2e_latency  # bench/e2e_latency.py: services, percentiles, the machine line
@@ -44,9 +57,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import services  # noqa: E402  (scripts/services.py)
 
-from tests.e2e import netns, pipeline  # noqa: E402
+from tests.e2e import configs, netns, pipeline  # noqa: E402
+from tests.integration import kea_hosts_support as khs  # noqa: E402
 
 PATHS = ("omapi", "restart")
+KEA_PATHS = ("hosts-db", "config-reload")
+SERVERS = {"isc": PATHS, "kea": KEA_PATHS}
+CONFIG_COMPLETE = "DHCP4_CONFIG_COMPLETE"  # Kea's log line for each (re)configuration
 PREFIX = 15  # the veth's subnet: room for 100,000 hosts, moved addresses and a pool
 HOST_BASE = 0x100  # host i (1..N) has address number HOST_BASE + i
 MOVE_BASE = 0x1A000  # address numbers for moved interfaces count up from here
@@ -142,21 +159,59 @@ class Lab:
 
     path: str
     net: netns.Link
-    server: netns.IscServer
+    server: Any  # netns.IscServer or netns.KeaServer
     output: Path
-    stamp: Path
+    stamp: Path | None  # dhcpd's restarts (ISC only)
     metrics_port: int
     generator_log: Path
+    kea_hosts_url: str | None = None  # the generator's login on Kea's hosts database
 
     def metrics(self) -> dict[str, float]:
         return metrics(self.metrics_port)
 
+    def in_place(self, address: str) -> bool:
+        """A reservation for ``address`` is where the server reads it: the file, or
+        Kea's hosts table."""
+        if self.kea_hosts_url is not None:
+            with psycopg.connect(self.kea_hosts_url) as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM hosts WHERE ipv4_address = %s::inet - '0.0.0.0'::inet",
+                    [address],
+                ).fetchone()
+            return row is not None
+        text = self.output.read_text()
+        if self.path in KEA_PATHS:
+            return f'"ip-address": "{address}"' in text
+        return f"fixed-address {address};" in text
+
+    def reconfigurations(self) -> int:
+        """Kea's ``DHCP4_CONFIG_COMPLETE`` lines so far (0 for dhcpd)."""
+        if self.path not in KEA_PATHS:
+            return 0
+        return self.server.log.read_text(errors="replace").count(CONFIG_COMPLETE)
+
 
 @contextlib.contextmanager
 def lab(
-    *, path: str, url: str, stomp: str, net: netns.Link, hosts: int, workdir: Path
+    *,
+    path: str,
+    url: str,
+    stomp: str,
+    net: netns.Link,
+    hosts: int,
+    workdir: Path,
+    cluster: services.PostgresCluster | None = None,
 ) -> Iterator[Lab]:
-    """dhcpd, relay and generator for ``path``, settled on the database's hosts."""
+    """The server, relay and generator for ``path``, settled on the database's hosts.
+    Kea's paths need ``cluster`` (for the hosts database)."""
+    if path in KEA_PATHS:
+        if cluster is None:
+            raise ValueError(f"path {path!r} needs the cluster")
+        with kea_lab(
+            path=path, url=url, stomp=stomp, net=net, hosts=hosts, workdir=workdir, cluster=cluster
+        ) as kea:
+            yield kea
+        return
     workdir.mkdir(parents=True)
     output = workdir / "dhcpd.conf"
     stamp = workdir / "reloads"
@@ -210,6 +265,101 @@ def lab(
             )
 
 
+def kea_hosts_database(cluster: services.PostgresCluster) -> tuple[str, str]:
+    """A fresh Kea hosts database (``kea-admin db-init pgsql``, the roles and GRANTs of
+    docs/deployment.md): the generator's URL (TCP) and Kea's (the unix socket)."""
+    khs.init_template(cluster.url(), "127.0.0.1", cluster.port)
+    name = f"kea_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {khs.TEMPLATE}")
+    writer = khs.url(cluster.url(), name, khs.WRITER)
+    reader = f"postgresql://{khs.READER}@/{name}?host={cluster.socket_dir}&port={cluster.port}"
+    return writer, reader
+
+
+@contextlib.contextmanager
+def kea_lab(
+    *,
+    path: str,
+    url: str,
+    stomp: str,
+    net: netns.Link,
+    hosts: int,
+    workdir: Path,
+    cluster: services.PostgresCluster,
+) -> Iterator[Lab]:
+    """kea-dhcp4, relay and generator for a Kea ``path``, settled on the hosts."""
+    workdir.mkdir(parents=True)
+    paths = netns.kea_paths(workdir)
+    args = pipeline.kea_args(workdir)
+    writer = None
+    if path == "hosts-db":
+        writer, reader = kea_hosts_database(cluster)
+        args += ["--kea-hosts-database", writer, "--kea-hosts-reader", reader]
+    elif path != "config-reload":
+        raise ValueError(f"unknown path {path!r}")
+    paths["conf"].write_text(configs.kea(net, workdir, {}))  # no reservations yet
+    env = {**os.environ, "DATABASE_URL": url, "STOMP_URL": stomp}
+    with netns.kea_dhcp4(net, workdir) as server:
+        once = [pipeline.command("dhcp-generator"), "--once", *args]
+        done = subprocess.run(
+            once, env=env, capture_output=True, text=True, timeout=ONCE_TIMEOUT, check=False
+        )
+        if done.returncode != 0:
+            raise netns.HarnessError(f"dhcp-generator --once failed: {done.stderr[-2000:]}")
+        lab_ = Lab(
+            path=path,
+            net=net,
+            server=server,
+            output=paths["conf"],
+            stamp=None,
+            metrics_port=services.free_port(),
+            generator_log=workdir / "generator.log",
+            kea_hosts_url=writer,
+        )
+        with _daemons(lab_, url=url, stomp=stomp, args=args, workdir=workdir):
+            netns.wait_until(
+                lambda: _kea_settled(lab_, hosts), SETTLE_DEADLINE, f"Kea serving {hosts} hosts"
+            )
+            yield lab_
+
+
+@contextlib.contextmanager
+def _daemons(lab_: Lab, *, url: str, stomp: str, args: list[str], workdir: Path) -> Iterator[None]:
+    """The relay and the generator for ``lab_``, past the generator's first pass."""
+    destination = f"/topic/VirtualTopic.bench{uuid.uuid4().hex[:8]}"
+    with contextlib.ExitStack() as daemons:
+        daemons.enter_context(
+            pipeline.relay(
+                database_url=url, stomp_url=stomp, destination=destination,
+                log=workdir / "relay.log",
+            )
+        )  # fmt: skip
+        daemons.enter_context(
+            pipeline.generator(
+                database_url=url, stomp_url=stomp, destination=destination,
+                consumer=f"bench{lab_.path.replace('-', '')}",
+                args=[*args, "--metrics-port", str(lab_.metrics_port)],
+                log=lab_.generator_log,
+            )
+        )  # fmt: skip
+        netns.wait_until(
+            lambda: _first_pass_done(lab_.metrics_port), SETTLE_DEADLINE, "the daemon's first pass"
+        )
+        yield
+
+
+def _kea_settled(lab_: Lab, hosts: int) -> bool:
+    """Every host is where Kea reads it, and Kea answers on its control socket."""
+    if lab_.kea_hosts_url is not None:
+        with psycopg.connect(lab_.kea_hosts_url) as conn:
+            row = conn.execute("SELECT count(*) FROM hosts").fetchone()
+        placed = row[0] if row else 0
+    else:
+        placed = lab_.output.read_text().count('"hw-address"')
+    return placed >= hosts and lab_.server.command("status-get").get("result") == 0
+
+
 def _first_pass_done(port: int) -> bool:
     """The generator's metrics answer and say a config was confirmed current."""
     try:
@@ -235,6 +385,7 @@ APPLY_COUNTERS = {
     "omapi": 'dhcp_generator_applies_total{kind="omapi"}',
     "restart": 'dhcp_generator_applies_total{kind="restart"}',
     "unchanged": 'dhcp_generator_applies_total{kind="unchanged"}',
+    "kea_hosts": 'dhcp_generator_applies_total{kind="kea_hosts"}',
     "fallbacks": "dhcp_generator_omapi_fallbacks_total",
     "mismatches": "dhcp_generator_omapi_mismatches_total",
 }
@@ -243,7 +394,10 @@ APPLY_COUNTERS = {
 def counters(lab_: Lab) -> dict[str, float]:
     """The apply and OMAPI counters (0 for a sample not exported yet)."""
     sample = lab_.metrics()
-    return {label: sample.get(name, 0.0) for label, name in APPLY_COUNTERS.items()}
+    found = {label: sample.get(name, 0.0) for label, name in APPLY_COUNTERS.items()}
+    if lab_.path in KEA_PATHS:
+        found["reconfigurations"] = float(lab_.reconfigurations())
+    return found
 
 
 def log_lines(path: Path, *words: str) -> list[str]:

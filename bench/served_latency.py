@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Commit-to-served latency: a change reaches a real DHCP client, OMAPI against restart.
+"""Commit-to-served latency: a change reaches a real DHCP client, OMAPI against restart
+(ISC dhcpd), or Kea's hosts database against config-reload (``--server kea``).
 
 For each inventory size the pipeline runs twice on the same database (bench/dhcp_lab.py:
 PostgreSQL with fsync on, ActiveMQ, the installed ``cdc-relay`` and ``dhcp-generator``,
@@ -13,13 +14,18 @@ alternating:
 
 A probe in the client namespace broadcasts a DHCPDISCOVER for the changed MAC every
 ``--probe-ms`` and the clock runs from just before COMMIT to the first DHCPOFFER of the
-NEW address (served). The next change commits 1.2-1.6 s after the generator's last
-pass (past its 1 s coalescing window). Also recorded: the new file in place, and for
-moves the longest time the MAC went without any offer after the commit (a restart
+NEW address (served). With ``--server kea`` the two paths are hosts-db (reservations
+in Kea's PostgreSQL ``hosts`` table, read per lookup, no reload) and config-reload
+(inline reservations, ``config-reload`` through the control socket); Kea's
+``DHCP4_CONFIG_COMPLETE`` lines are counted over each path's changes. The next change
+commits 1.2-1.6 s after the generator's last pass (past its 1 s coalescing window).
+Also recorded: the reservation in place (file, or Kea's hosts table), and for moves
+the longest time the MAC went without any offer after the commit (a restart
 leaves clients unanswered; OMAPI should not).
 
-    .venv/bin/python bench/served_latency.py [--sizes 10000,100000] [--changes 100,40]
-        [--paths omapi,restart] [--probe-ms 2] [--plot docs/served_latency.png]
+    .venv/bin/python bench/served_latency.py [--server isc|kea] [--sizes 10000,100000]
+        [--changes 100,40] [--paths omapi,restart | hosts-db,config-reload] [--probe-ms 2]
+        [--plot docs/served_latency.png | docs/kea_served_latency.png]
         [--json FILE] [--from-json FILE]
 """
 
@@ -48,12 +54,13 @@ CHANGE_DEADLINE = 60.0  # seconds for one change to be served and in the file
 SERVING_DEADLINE = 10.0  # seconds for the old address to be offered before a move
 POLL = 0.002  # seconds: the file's stat loop
 TRAILING_WAITS = 5  # gaps waited at most for the generator to stay idle
+PAIR = ("omapi", "restart")  # ISC's paths: the fast one, the one it is compared with
 
 
 def passes(lab: dhcp_lab.Lab) -> float:
     """Passes the generator finished (configs applied, or found unchanged)."""
     c = dhcp_lab.counters(lab)
-    return c["omapi"] + c["restart"] + c["unchanged"]
+    return c["omapi"] + c["restart"] + c["unchanged"]  # kea_hosts: before its file's pass
 
 
 def pending(lab: dhcp_lab.Lab) -> bool:
@@ -119,9 +126,8 @@ def measure_path(
                 CHANGE_DEADLINE,
                 f"change {k}: an offer of {new}",
             )
-            needle = f"fixed-address {new};"
             end = time.monotonic() + CHANGE_DEADLINE
-            while needle not in lab.output.read_text():
+            while not lab.in_place(new):
                 if time.monotonic() > end:
                     raise netns.HarnessError(f"change {k}: {new} not in {lab.output} in time")
                 time.sleep(POLL)
@@ -160,8 +166,9 @@ def measure_path(
 
 def measure(args: argparse.Namespace) -> dict[str, Any] | None:
     ok, missing = netns.available()
-    if not ok or not netns.have_dhcpd() or not dhcp_lab.pipeline.have_commands():
-        print(f"needs root, ip netns, dhcpd and the installed commands ({missing})")
+    have_server = netns.have_kea() if args.server == "kea" else netns.have_dhcpd()
+    if not ok or not have_server or not dhcp_lab.pipeline.have_commands():
+        print(f"needs root, ip netns, {args.server}'s server and the commands ({missing})")
         return None
     rng = random.Random(args.seed)
     state = Path(tempfile.mkdtemp(prefix="mdb-bench-served-"))
@@ -183,7 +190,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any] | None:
                         print(f"  {hosts} hosts, {path}: starting", file=sys.stderr)
                         workdir = state / f"{hosts}-{path}"
                         with dhcp_lab.lab(
-                            path=path, url=url, stomp=stomp, net=net, hosts=hosts, workdir=workdir
+                            path=path,
+                            url=url,
+                            stomp=stomp,
+                            net=net,
+                            hosts=hosts,
+                            workdir=workdir,
+                            cluster=cluster,
                         ) as lab:
                             before = dhcp_lab.counters(lab)
                             print(f"  {hosts} hosts, {path}: {changes} changes", file=sys.stderr)
@@ -216,6 +229,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any] | None:
     finally:
         shutil.rmtree(state, ignore_errors=True)
     return {
+        "server": args.server,
         "machine": dhcp_lab.machine(),
         "probe_ms": args.probe_ms,
         "wall_seconds": time.monotonic() - started,
@@ -232,9 +246,10 @@ def report(run: dict[str, Any], plot_path: Path | None) -> None:
         f"\nmachine: {run.get('machine', '?')}; probe every {run.get('probe_ms', '?')} ms;"
         f" wall time {run.get('wall_seconds', float('nan')) / 60:.1f} min"
     )
+    placed = "reservation in place p50" if run.get("server") == "kea" else "file in place p50"
     print(
         "\n| hosts | path | n | p50 | p95 | p99 | max | p50 move / add |"
-        " file in place p50 | longest silence (moves) p50 / max |"
+        f" {placed} | longest silence (moves) p50 / max |"
     )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in run["runs"]:
@@ -257,11 +272,12 @@ def report(run: dict[str, Any], plot_path: Path | None) -> None:
         for r in run["runs"]
     }
     print(f"\nchanges followed by a second pass, waited out before the next: {trailing}")
-    print("\nratios (restart / omapi, p50 and p99):")
+    fast, slow = ("hosts-db", "config-reload") if run.get("server") == "kea" else PAIR
+    print(f"\nratios ({slow} / {fast}, p50 and p99):")
     by = {(r["hosts"], r["path"]): [x["served"] for x in r["results"]] for r in run["runs"]}
     for hosts in sorted({h for h, _ in by}):
-        if (hosts, "omapi") in by and (hosts, "restart") in by:
-            o, s = by[(hosts, "omapi")], by[(hosts, "restart")]
+        if (hosts, fast) in by and (hosts, slow) in by:
+            o, s = by[(hosts, fast)], by[(hosts, slow)]
             q = dhcp_lab.percentile
             print(
                 f"  {hosts:,} hosts: p50 x{q(s, 0.5) / q(o, 0.5):.1f},"
@@ -270,11 +286,19 @@ def report(run: dict[str, Any], plot_path: Path | None) -> None:
     print("\ngenerator counters during each path's changes:")
     for r in run["runs"]:
         c = r["counters"]
-        print(
-            f"  {r['hosts']:,} {r['path']}: applies omapi={c['omapi']:.0f}"
-            f" restart={c['restart']:.0f} unchanged={c['unchanged']:.0f},"
-            f" omapi fallbacks={c['fallbacks']:.0f}, mismatches={c['mismatches']:.0f}"
-        )
+        if run.get("server") == "kea":
+            print(
+                f"  {r['hosts']:,} {r['path']}: applies kea_hosts={c.get('kea_hosts', 0):.0f}"
+                f" restart (config-reload)={c['restart']:.0f} unchanged={c['unchanged']:.0f};"
+                f" Kea DHCP4_CONFIG_COMPLETE during the changes:"
+                f" {c.get('reconfigurations', 0):.0f}"
+            )
+        else:
+            print(
+                f"  {r['hosts']:,} {r['path']}: applies omapi={c['omapi']:.0f}"
+                f" restart={c['restart']:.0f} unchanged={c['unchanged']:.0f},"
+                f" omapi fallbacks={c['fallbacks']:.0f}, mismatches={c['mismatches']:.0f}"
+            )
         for line in r["log"]:
             print(f"    log: {line[:200]}")
     commits = [x["commit_duration"] for r in run["runs"] for x in r["results"]]
@@ -291,7 +315,12 @@ def plot(run: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    colors = {"omapi": "tab:blue", "restart": "tab:red"}
+    colors = {
+        "omapi": "tab:blue",
+        "restart": "tab:red",
+        "hosts-db": "tab:blue",
+        "config-reload": "tab:red",
+    }
     sizes = sorted({r["hosts"] for r in run["runs"]})
     styles = ["-", "--", ":", "-."]
     for r in run["runs"]:
@@ -303,7 +332,12 @@ def plot(run: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("commit to first DHCPOFFER of the new address (ms, log scale)")
     ax.set_ylabel("share of changes served")
-    ax.set_title("Served latency of one host change: OMAPI against a dhcpd restart")
+    if run.get("server") == "kea":
+        ax.set_title(
+            "Served latency of one host change: Kea's hosts database against config-reload"
+        )
+    else:
+        ax.set_title("Served latency of one host change: OMAPI against a dhcpd restart")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -324,7 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[100, 40],
         help="changes per path, one number per size (default 100,40)",
     )
-    parser.add_argument("--paths", type=lambda s: s.split(","), default=list(dhcp_lab.PATHS))
+    parser.add_argument("--server", choices=sorted(dhcp_lab.SERVERS), default="isc")
+    parser.add_argument(
+        "--paths",
+        type=lambda s: s.split(","),
+        help="default: omapi,restart (isc) or hosts-db,config-reload (kea)",
+    )
     parser.add_argument("--probe-ms", type=float, default=2.0)
     parser.add_argument(
         "--gap",
@@ -335,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between one change served and the next commit (past the generator's"
         " 1 s coalescing window, so each change is isolated)",
     )
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "served_latency.png")
+    parser.add_argument(
+        "--plot", type=Path, help="default: docs/served_latency.png, kea_served_latency.png"
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--json", type=Path, help="write the raw measurements here")
     parser.add_argument("--from-json", type=Path, help="report and plot a saved --json run")
@@ -345,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         args.changes = args.changes * len(args.sizes)
     if len(args.changes) != len(args.sizes):
         parser.error("--changes needs one number, or one per size")
-    if unknown := set(args.paths) - set(dhcp_lab.PATHS):
-        parser.error(f"unknown paths: {sorted(unknown)}")
+    known = dhcp_lab.SERVERS[args.server]
+    args.paths = args.paths or list(known)
+    if unknown := set(args.paths) - set(known):
+        parser.error(f"unknown paths for {args.server}: {sorted(unknown)}")
     if args.from_json:
         run = json.loads(args.from_json.read_text())
     else:
@@ -356,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         run = measured
         if args.json:
             args.json.write_text(json.dumps(run))
-    report(run, None if args.no_plot else args.plot)
+    name = "kea_served_latency.png" if run.get("server") == "kea" else "served_latency.png"
+    report(run, None if args.no_plot else args.plot or ROOT / "docs" / name)
     return 0
 
 
