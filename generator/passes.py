@@ -326,7 +326,7 @@ class Pipeline:
             return False
         # The file holds no reservations: their wipe guard ran on the rows.
         config = dataclasses.replace(self.config, max_removal_share=1.0)
-        check = functools.partial(self.checks.check, document=document)
+        check = functools.partial(self.checks.check, document=document, new=[])
         return _apply(document, config=config, metrics=self.metrics, check=check)
 
     def _send(self, plan: omapi_apply.Diff, *, fallback: bool) -> bool:

@@ -147,30 +147,30 @@ def test_incremental_checks_only_new_host_blocks_under_the_same_preamble(
     checked = spy_on_checks(monkeypatch)
     incremental = syntax_check.Incremental()
 
-    def run(document: render.Document) -> None:
+    def run(document: render.Document, new: list[str]) -> None:
         candidate = write(tmp_path, "dhcpd.conf", document.text)
-        incremental.check(candidate, document)
+        incremental.check(candidate, document, new=new)
 
     first = isc_document(PREAMBLE, host_block(1), host_block(2))
-    run(first)
+    run(first, [host_block(1), host_block(2)])
     assert checked[-1] == first.text  # the first file: all of it
-    run(isc_document(PREAMBLE, host_block(1), host_block(2), host_block(3)))
+    run(isc_document(PREAMBLE, host_block(1), host_block(2), host_block(3)), [host_block(3)])
     assert checked[-1] == PREAMBLE + host_block(3)  # then only what is new
-    run(isc_document(PREAMBLE, host_block(2)))
+    run(isc_document(PREAMBLE, host_block(2)), [])
     assert checked[-1] == PREAMBLE  # a removal: the preamble alone
     preamble = PREAMBLE + "ddns-update-style none;\n"
     changed = isc_document(preamble, host_block(2), host_block(4))
-    run(changed)
+    run(changed, [host_block(4)])
     assert checked[-1] == changed.text  # a new preamble: all of it again
 
     broken = "\nhost h5 {\n  hardware ethernet 02:00:00:00:00:05\n}\n"  # no semicolon
     with pytest.raises(errors.ConfigRejected) as caught:
-        run(isc_document(preamble, host_block(2), broken))
+        run(isc_document(preamble, host_block(2), broken), [broken])
     assert checked[-1] == preamble + broken
     assert "the new host blocks of" in str(caught.value)
-    # A rejected block is not remembered as accepted: it is checked again next time.
+    # A rejected pass keeps its changes: the block is new again next time.
     with pytest.raises(errors.ConfigRejected):
-        run(isc_document(preamble, broken))
+        run(isc_document(preamble, broken), [broken])
     assert checked[-1] == preamble + broken
 
 
@@ -187,21 +187,5 @@ def test_incremental_checks_kea_files_whole(
     incremental = syntax_check.Incremental()
     for text in ('{"Dhcp4": {}}', '{"Dhcp4": {"subnet4": []}}'):
         candidate = write(tmp_path, "kea.json", text)
-        incremental.check(candidate, render.Document(fmt="kea", text=text))
+        incremental.check(candidate, render.Document(fmt="kea", text=text), new=[])
     assert seen == ['{"Dhcp4": {}}', '{"Dhcp4": {"subnet4": []}}']
-
-
-def test_incremental_with_the_new_blocks_given_keeps_no_set_of_all_blocks(
-    tmp_path: Path, dhcpd_check: Checker, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checked = spy_on_checks(monkeypatch)
-    incremental = syntax_check.Incremental()
-    first = isc_document(PREAMBLE, host_block(1), host_block(2))
-    incremental.check(write(tmp_path, "a.conf", first.text), first, new=[])
-    assert checked[-1] == first.text  # nothing accepted yet: all of it
-    second = isc_document(PREAMBLE, host_block(1), host_block(3))
-    incremental.check(write(tmp_path, "b.conf", second.text), second, new=[host_block(3)])
-    assert checked[-1] == PREAMBLE + host_block(3)
-    # without the new blocks, nothing is known about what was accepted: all of it
-    incremental.check(write(tmp_path, "c.conf", second.text), second)
-    assert checked[-1] == second.text
