@@ -31,7 +31,6 @@ drops).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import shutil
@@ -275,15 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     args.cases = args.cases or list(CASES[args.server])
     if unknown := set(args.cases) - set(CASES[args.server]):
         parser.error(f"unknown cases for {args.server}: {sorted(unknown)}")
-    if args.from_json:
-        run = json.loads(args.from_json.read_text())
-    else:
-        measured = measure(args)
-        if measured is None:
-            return 2
-        run = measured
-        if args.json:
-            args.json.write_text(json.dumps(run))
+    run = dhcp_lab.run_or_load(args, measure)
+    if run is None:
+        return 2
     report(run)
     return 0
 

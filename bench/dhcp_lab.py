@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -43,7 +44,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -482,3 +483,17 @@ def percentile(values: list[float], q: float) -> float:
 
 def machine() -> str:
     return e2e_latency.machine()
+
+
+def run_or_load(
+    args: Any, measure: Callable[[Any], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """The run to report: read back from ``--from-json``, or measured now (and saved to
+    ``--json`` if given); None if the measurement could not be made."""
+    if args.from_json:
+        loaded: dict[str, Any] = json.loads(args.from_json.read_text())
+        return loaded
+    run = measure(args)
+    if run is not None and args.json:
+        args.json.write_text(json.dumps(run))
+    return run

@@ -390,15 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     args.paths = args.paths or list(known)
     if unknown := set(args.paths) - set(known):
         parser.error(f"unknown paths for {args.server}: {sorted(unknown)}")
-    if args.from_json:
-        run = json.loads(args.from_json.read_text())
-    else:
-        measured = measure(args)
-        if measured is None:
-            return 2
-        run = measured
-        if args.json:
-            args.json.write_text(json.dumps(run))
+    run = dhcp_lab.run_or_load(args, measure)
+    if run is None:
+        return 2
     name = "kea_served_latency.png" if run.get("server") == "kea" else "served_latency.png"
     report(run, None if args.no_plot else args.plot or ROOT / "docs" / name)
     return 0
