@@ -57,6 +57,8 @@ class Failover:
     name: str  # the peer name both servers' configs use
     mode: str  # 'isc-failover', 'kea-hot-standby' or 'kea-load-balancing'
     role: str  # 'primary' or 'secondary' (Kea hot-standby: the standby)
+    server_name: str  # this server's dhcp_server.name (Kea: this-server-name)
+    peer_name: str  # the partner's dhcp_server.name
     address: IPAddress
     port: int
     peer_address: IPAddress
@@ -66,6 +68,11 @@ class Failover:
     max_unacked_updates: int
     load_balance_max_seconds: int  # seconds
     split: int  # of 256
+    # Kea HA (milliseconds, or a count)
+    heartbeat_delay_ms: int = 10000
+    max_response_delay_ms: int = 60000
+    max_ack_delay_ms: int = 5000
+    max_unacked_clients: int = 5
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -37,6 +37,8 @@ _interface = schema.metadata.tables["interface"]
 _server = schema.metadata.tables["dhcp_server"]
 _served = schema.metadata.tables["dhcp_server_subnet"]
 _failover = schema.metadata.tables["dhcp_failover"]
+_pair_primary = _server.alias("pair_primary")
+_pair_secondary = _server.alias("pair_secondary")
 _other_subnet = _subnet.alias("other")
 _scope_subnet = _subnet.alias("scoped")
 
@@ -79,11 +81,17 @@ def _failover_columns() -> tuple[sqlalchemy.ColumnElement[Any], ...]:
         side(pair.c.primary_port, pair.c.secondary_port).label("failover_port"),
         side(pair.c.secondary_address, pair.c.primary_address).label("failover_peer_address"),
         side(pair.c.secondary_port, pair.c.primary_port).label("failover_peer_port"),
+        side(_pair_primary.c.name, _pair_secondary.c.name).label("failover_server_name"),
+        side(_pair_secondary.c.name, _pair_primary.c.name).label("failover_peer_name"),
         pair.c.mclt,
         pair.c.max_response_delay,
         pair.c.max_unacked_updates,
         pair.c.load_balance_max_seconds,
         pair.c.split,
+        pair.c.heartbeat_delay_ms,
+        pair.c.max_response_delay_ms,
+        pair.c.max_ack_delay_ms,
+        pair.c.max_unacked_clients,
     )
 
 
@@ -97,6 +105,8 @@ SCOPED_SUBNETS = (
                 _failover.c.secondary_server_id == _SERVER,
             ),
         )
+        .outerjoin(_pair_primary, _pair_primary.c.id == _failover.c.primary_server_id)
+        .outerjoin(_pair_secondary, _pair_secondary.c.id == _failover.c.secondary_server_id)
     )
     .where(
         _subnet.c.dhcp_enabled,
@@ -510,11 +520,17 @@ def _failover_from_row(row: Any) -> model.Failover | None:
         port=row.failover_port,
         peer_address=row.failover_peer_address,
         peer_port=row.failover_peer_port,
+        server_name=row.failover_server_name,
+        peer_name=row.failover_peer_name,
         mclt=row.mclt,
         max_response_delay=row.max_response_delay,
         max_unacked_updates=row.max_unacked_updates,
         load_balance_max_seconds=row.load_balance_max_seconds,
         split=row.split,
+        heartbeat_delay_ms=row.heartbeat_delay_ms,
+        max_response_delay_ms=row.max_response_delay_ms,
+        max_ack_delay_ms=row.max_ack_delay_ms,
+        max_unacked_clients=row.max_unacked_clients,
     )
 
 

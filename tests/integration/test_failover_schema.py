@@ -287,6 +287,9 @@ def test_a_scoped_read_carries_the_servers_side_of_its_pair(
     assert (secondary.address, secondary.port) == (primary.peer_address, primary.peer_port)
     assert (secondary.peer_address, secondary.peer_port) == (primary.address, primary.port)
     assert primary.mclt == secondary.mclt == 120 and primary.name == secondary.name == "pair-ab"
+    assert (primary.server_name, primary.peer_name) == ("dhcp-a", "dhcp-b")
+    assert (secondary.server_name, secondary.peer_name) == ("dhcp-b", "dhcp-a")
+    assert primary.heartbeat_delay_ms == secondary.heartbeat_delay_ms == 10000
     assert sides[3] == {None} and unscoped == {None}  # no pair: plain pools
     assert "dhcp_failover" in read.tables_read(server=1)  # a pair change is a full pass
     assert "dhcp_failover" not in read.tables_read(server=None)
