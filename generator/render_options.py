@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sysconfig
 from dataclasses import dataclass
 
 from generator import errors
@@ -12,6 +13,8 @@ MAX_LEASE_TIME = 7200  # seconds
 # Debian's kea-dhcp4-server paths, so a packaged Kea finds its files unchanged.
 KEA_LEASE_FILE = "/var/lib/kea/kea-leases4.csv"
 KEA_CONTROL_SOCKET = "/run/kea/kea4-ctrl-socket"
+# Kea 2.2 loads hook libraries by absolute path; Debian installs them per architecture.
+KEA_HOOKS_FALLBACK = "/usr/lib/x86_64-linux-gnu/kea/hooks"
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes with the NUL).
 SOCKET_PATH_LIMIT = 107  # bytes
 # Lease times are 32-bit on the wire and in both servers; ISC reads them signed.
@@ -25,6 +28,19 @@ _KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 # connects: a host name or address, or a unix socket directory (an absolute path).
 _PG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 _PG_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}|/[A-Za-z0-9_./+-]{0,4094}")
+
+
+def default_kea_hooks_dir() -> str:
+    """Debian's Kea hook directory for this machine's architecture
+    (``/usr/lib/<multiarch>/kea/hooks``), or ``KEA_HOOKS_FALLBACK`` where Python does
+    not know the multiarch triplet."""
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if isinstance(multiarch, str) and re.fullmatch(r"[a-z0-9_]+(-[a-z0-9_]+)+", multiarch):
+        return f"/usr/lib/{multiarch}/kea/hooks"
+    return KEA_HOOKS_FALLBACK
+
+
+KEA_HOOKS_DIR = default_kea_hooks_dir()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +71,8 @@ class KeaHostsDatabase:
 class RenderOptions:
     """What the operator configures for the rendered file (not per-row data).
 
-    ``interfaces``, ``lease_file`` and ``control_socket`` are used by Kea only:
-    ISC dhcpd takes its interfaces and lease file on the command line.
+    ``interfaces``, ``lease_file``, ``control_socket`` and ``kea_hooks_dir`` are used
+    by Kea only: ISC dhcpd takes its interfaces and lease file on the command line.
     """
 
     interfaces: tuple[str, ...] = ()
@@ -71,6 +87,9 @@ class RenderOptions:
     omapi_key_file: str | None = None
     # Kea: reservations live in this hosts database, not in the file.
     kea_hosts_database: KeaHostsDatabase | None = None
+    # Kea HA (a pair in kea-hot-standby or kea-load-balancing mode): where the hook
+    # libraries are; Kea 2.2 wants them by absolute path.
+    kea_hooks_dir: str = KEA_HOOKS_DIR
 
     def __post_init__(self) -> None:
         # Coerce a list to a tuple: the object stays hashable and immutable.
@@ -78,7 +97,11 @@ class RenderOptions:
         for name in self.interfaces:
             if not _INTERFACE.fullmatch(name):
                 raise errors.InvalidOptions(f"interface name {name!r} is not valid")
-        paths = (("lease file", self.lease_file), ("control socket", self.control_socket))
+        paths = (
+            ("lease file", self.lease_file),
+            ("control socket", self.control_socket),
+            ("Kea hooks directory", self.kea_hooks_dir),
+        )
         for label, path in paths:
             if not _PATH.fullmatch(path):
                 raise errors.InvalidOptions(f"{label} {path!r} must be a plain absolute path")
