@@ -109,6 +109,13 @@ class Metrics:
             "Seconds since the config in place was last confirmed current",
             registry=r,
         )
+        self.clock_skew = prometheus_client.Gauge(
+            "dhcp_generator_clock_skew_seconds",
+            "This machine's clock minus the database's, measured at each full pass of a"
+            " failover pair's scope (NaN until then); failover peers need it near 0",
+            registry=r,
+        )
+        self.clock_skew.set(float("nan"))
         self._last_applied: float | None = None
         self.config_age.set_function(self._age)
 

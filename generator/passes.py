@@ -27,6 +27,7 @@ from generator import (
     apply,
     changes,
     errors,
+    failover,
     kea_hosts,
     model,
     omapi,
@@ -62,8 +63,11 @@ def prepare(
     with read.collector_paused():
         snapshot = read.read_snapshot(engine, server=server)
         checked = validate.check(snapshot.inventory)
+        failover.refuse_unfit(checked.inventory.subnets, fmt=config.fmt, options=config.options)
         document = render.document(checked.inventory, fmt=config.fmt, options=config.options)
     _report(checked.problems)
+    if failover.paired(checked.inventory.subnets):
+        _check_clock(engine, metrics)
     metrics.render_seconds.observe(time.monotonic() - started)
     metrics.rows_skipped.set(len(checked.problems))
     metrics.reservations.set(len(checked.inventory.interfaces))
@@ -82,6 +86,9 @@ def render_pass(
         document, visibility = prepare(engine, config=config, metrics=metrics, server=server)
     except read.DatabaseUnavailable as exc:
         _failed(metrics, exc)
+        return None
+    except failover.Refused as exc:
+        _refused(metrics, exc.problems)
         return None
     ok = _apply(document, config=config, metrics=metrics, check=None)
     return visibility if ok else None
@@ -142,6 +149,12 @@ class Pipeline:
             _failed(self.metrics, exc)
             return None
         fresh = snapshot.inventory
+        unfit = failover.check(fresh.subnets, fmt=self.config.fmt, options=self.config.options)
+        if unfit:  # before the state is replaced: nothing of this read is kept
+            _refused(self.metrics, unfit)
+            return None
+        if failover.paired(fresh.subnets):
+            _check_clock(self.engine, self.metrics)
         previous, self.state = self.state, fresh
         self.scope_subnets = frozenset(fresh.subnet_ids)
         if previous is not None:
@@ -552,6 +565,26 @@ def _failed(metrics: metrics_module.Metrics, exc: BaseException) -> None:
     logger.error(
         "render failed, keeping the config in place: %s", exc, extra={"action": "render_failed"}
     )
+
+
+def _refused(metrics: metrics_module.Metrics, problems: Iterable[validate.Problem]) -> None:
+    """A failover pair unfit to render: nothing was written; every rule it breaks is
+    logged."""
+    metrics.renders.labels("refused").inc()
+    for problem in problems:
+        logger.error(
+            "refused to render, keeping the config in place: %s",
+            problem.message,
+            extra={"action": "failover_refused", "rule": problem.kind},
+        )
+
+
+def _check_clock(engine: sqlalchemy.Engine, metrics: metrics_module.Metrics) -> None:
+    """Failover peers compare times: measure this clock against the database's."""
+    skew = failover.measure_skew(engine)
+    if skew is not None:
+        metrics.clock_skew.set(skew)
+        failover.report_skew(skew)
 
 
 def _report(problems: Iterable[validate.Problem], *, level: int = logging.WARNING) -> None:
