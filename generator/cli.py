@@ -12,7 +12,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy
@@ -22,10 +22,13 @@ from generator import (
     daemon,
     errors,
     kea_hosts,
+    model,
     omapi,
     passes,
     read,
     render,
+    render_kea_agent,
+    render_kea_ha,
     render_options,
     settings,
 )
@@ -47,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Render dhcpd.conf or kea-dhcp4.conf from the machine database, apply it"
             " atomically and reload the server when it changed. Runs as a daemon woken"
-            " by change messages unless --once or --dry-run is given."
+            " by change messages unless --once, --dry-run or --kea-ctrl-agent-config is"
+            " given."
         ),
     )
     mode = parser.add_mutually_exclusive_group()
@@ -57,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a unified diff against the current file, then whether a real run would"
         " apply or refuse it (same wipe guard and syntax check); change nothing",
+    )
+    mode.add_argument(
+        "--kea-ctrl-agent-config",
+        metavar="PATH",
+        type=Path,
+        help="Kea HA: write the kea-ctrl-agent config of --server's side of its pair"
+        " (dhcp_failover, mode kea-hot-standby or kea-load-balancing) to PATH, then exit:"
+        " it listens on this server's pair address and port and forwards to"
+        f" --kea-control-socket (default {render_options.KEA_CONTROL_SOCKET}); needs --format"
+        " kea and --server",
     )
     parser.add_argument("--format", choices=render.FORMATS, default="isc", dest="fmt")
     parser.add_argument("--output", type=Path, help="config file (default: by format)")
@@ -72,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--kea-lease-file",
         help=f"Kea: memfile lease database to render (default {render_options.KEA_LEASE_FILE})",
+    )
+    parser.add_argument(
+        "--kea-hooks-dir",
+        metavar="DIR",
+        help="Kea HA: absolute directory of libdhcp_ha.so and libdhcp_lease_cmds.so"
+        f" (env KEA_HOOKS_DIR; default {render_options.KEA_HOOKS_DIR})",
     )
     parser.add_argument(
         "--omapi",
@@ -197,6 +217,13 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
     destination = args.destination or env.get("CDC_DESTINATION") or settings.DEFAULT_DESTINATION
     consumer_name = args.consumer or env.get("DHCP_CONSUMER") or settings.DEFAULT_CONSUMER
     fmt: render.Format = args.fmt
+    server = args.server or env.get("DHCP_SERVER") or None
+    if args.kea_ctrl_agent_config is not None and server is None:
+        raise ValueError(
+            "--kea-ctrl-agent-config needs --server NAME (env DHCP_SERVER): the agent's"
+            " config is one server's side of its pair"
+        )
+    hooks_dir = args.kea_hooks_dir or env.get("KEA_HOOKS_DIR") or None
     hosts_database, reader = _kea_hosts(args, env)
     _check_kea_only(args)
     target = _omapi_target(args, env)
@@ -215,6 +242,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         lease_file=args.kea_lease_file or render_options.KEA_LEASE_FILE,
         **({"control_socket": args.kea_control_socket} if args.kea_control_socket else {}),
         kea_hosts_database=reader,
+        kea_hooks_dir=hooks_dir or render_options.KEA_HOOKS_DIR,
     )
     return settings.Settings(
         database_url=database_url,
@@ -224,7 +252,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str]) -> settings.
         prefetch=args.prefetch,
         ssl_ca_file=args.ssl_ca_file or env.get("SSL_CA_FILE"),
         window=args.window,
-        server=args.server or env.get("DHCP_SERVER") or None,
+        server=server,
         reconcile_interval=args.reconcile_interval,
         metrics_port=args.metrics_port,
         apply=settings.ApplySettings(
@@ -295,6 +323,9 @@ KEA_ONLY = {
     " on its own command line (-lf)",
     "kea_hosts_database": "--kea-hosts-database (KEA_HOSTS_DATABASE_URL) needs --format kea:"
     " ISC dhcpd takes host changes over OMAPI (--omapi)",
+    "kea_hooks_dir": "--kea-hooks-dir needs --format kea: ISC dhcpd loads no hooks",
+    "kea_ctrl_agent_config": "--kea-ctrl-agent-config needs --format kea: ISC dhcpd's"
+    " failover peers talk directly, without kea-ctrl-agent",
 }
 
 
@@ -317,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = metrics_module.Metrics()
     if args.dry_run:
         return _dry_run(config)
+    if args.kea_ctrl_agent_config is not None:
+        return _ctrl_agent_config(config, args.kea_ctrl_agent_config)
     if args.once:
         return _once(config, metrics)
     return _serve(config, metrics)
@@ -385,6 +418,62 @@ def _serve(config: settings.Settings, metrics: metrics_module.Metrics) -> int:
     except daemon.StartupError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _ctrl_agent_config(config: settings.Settings, target: Path) -> int:
+    """Write the kea-ctrl-agent config of ``config.server``'s side of its Kea HA pair,
+    read from the database as a pass reads the scope (its subnets carry the pair)."""
+    assert config.server is not None  # load_settings requires --server
+    engine = read.make_engine(config.database_url)
+    try:
+        server = read.find_server(engine, config.server)
+        subnets = read.read_into(engine, _subnets_only, server=server).inventory
+        pair = render_kea_ha.pair_of(subnets)
+        if pair is None:
+            raise errors.GeneratorError(
+                f"DHCP server {config.server!r} is in no Kea HA pair: no dhcp_failover row"
+                " names it, or it serves no subnet with DHCP on"
+            )
+        text = render_kea_agent.render(pair, options=config.apply.options)
+    except errors.GeneratorError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.dispose()
+    try:
+        write_file(target, text)
+    except OSError as exc:
+        return _fail(f"cannot write {target}: {exc}")
+    logger.info(
+        "wrote the kea-ctrl-agent config of %s (pair %s, %s) to %s: listening on %s port %d",
+        pair.server_name,
+        pair.name,
+        pair.mode,
+        target,
+        pair.address,
+        pair.port,
+        extra={"action": "ctrl_agent_config_written"},
+    )
+    return 0
+
+
+def _subnets_only(
+    subnets: tuple[model.Subnet, ...], interfaces: Iterator[model.Interface]
+) -> tuple[model.Subnet, ...]:
+    """A ``read.read_into`` build that leaves the interfaces unread (never fetched)."""
+    return subnets
+
+
+def write_file(target: Path, text: str, *, mode: int = apply.DEFAULT_MODE) -> None:
+    """Put ``text`` at ``target`` atomically: a candidate beside it, fsynced, given
+    ``mode``, renamed over it; then the directory fsynced."""
+    candidate = apply._write_candidate(text, target=target)
+    try:
+        os.chmod(candidate, mode)
+        os.replace(candidate, target)
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    apply._fsync_directory(target.parent)
 
 
 def _dry_run(config: settings.Settings) -> int:

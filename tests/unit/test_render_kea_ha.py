@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generator import (
+    cli,
     errors,
     kea_control,
     model,
@@ -309,6 +310,37 @@ def test_the_agent_listens_on_its_side_and_forwards_to_the_control_socket() -> N
             "dhcp4": {"socket-type": "unix", "socket-name": "/run/kea/other.sock"}
         }
         assert section["loggers"][0]["output_options"] == [{"output": "stdout"}]
+
+
+# ---- the flags --------------------------------------------------------------------------
+
+
+def load_options(argv: list[str], env: dict[str, str]) -> render_options.RenderOptions:
+    args = cli.build_parser().parse_args(["--database-url", "postgresql://m@h/m", *argv])
+    return cli.load_settings(args, env).apply.options
+
+
+def test_the_hooks_directory_flag_and_environment() -> None:
+    assert load_options(["--format", "kea"], {}).kea_hooks_dir == HOOKS
+    env = {"KEA_HOOKS_DIR": "/opt/kea/lib/hooks"}
+    assert load_options(["--format", "kea"], env).kea_hooks_dir == "/opt/kea/lib/hooks"
+    flag = ["--format", "kea", "--kea-hooks-dir", "/srv/hooks"]
+    assert load_options(flag, env).kea_hooks_dir == "/srv/hooks"  # the flag wins
+    with pytest.raises(errors.InvalidOptions, match="'hooks' must be a plain absolute path"):
+        load_options(["--format", "kea", "--kea-hooks-dir", "hooks"], {})
+    with pytest.raises(ValueError, match="--kea-hooks-dir needs --format kea"):
+        load_options(["--kea-hooks-dir", "/srv/hooks"], {})
+
+
+def test_the_agent_mode_needs_a_server_and_kea() -> None:
+    agent = ["--kea-ctrl-agent-config", "/etc/kea/kea-ctrl-agent.conf"]
+    with pytest.raises(ValueError, match="needs --server NAME"):
+        load_options(["--format", "kea", *agent], {})
+    with pytest.raises(ValueError, match="--kea-ctrl-agent-config needs --format kea"):
+        load_options([*agent, "--server", "dhcp-a"], {})
+    assert load_options(["--format", "kea", *agent], {"DHCP_SERVER": "dhcp-a"}) == OPTIONS
+    with pytest.raises(SystemExit):  # one mode at a time
+        cli.build_parser().parse_args(["--once", *agent])
 
 
 # ---- the real Kea ----------------------------------------------------------------------
