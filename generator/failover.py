@@ -11,10 +11,11 @@ checks are defence in depth, and, for ISC, a check of the renderer itself: both 
 preambles are rendered and compared, so a renderer that swaps ports or makes both
 peers primary is caught before dhcpd is.
 
-Failover peers compare times (ISC: MCLT and lease expiry in the binding updates; Kea
-HA: the clock skew of its heartbeats, refusing to sync past 60 s). ``clock_skew``
-measures this machine's clock against the database's, which both peers' generators
-read: two peers within a few seconds of the database are within a few of each other.
+Failover peers compare times (ISC: lease times and the MCLT in the binding updates;
+Kea HA: its heartbeats carry the time, it warns past 30 s of skew and stops the HA
+service, state ``terminated``, past 60 s). ``clock_skew`` measures this machine's
+clock against the database's, which both peers' generators read: two peers within a
+few seconds of the database are within a few seconds of each other.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ TIMER_MINIMUMS = {
 }
 # Fields both sides of one pair hold equal (the pair's own columns).
 SHARED_FIELDS = ("name", "mode", "split", *TIMER_MINIMUMS)
-# Kea HA stops syncing leases with a partner more than 60 s off; ISC failover
-# misjudges lease times and MCLT by the skew. Warn well before either.
+# Kea HA terminates its HA service with a partner more than 60 s off (a warning at
+# 30 s); ISC failover misjudges lease times and the MCLT by the skew. Warn well before.
 CLOCK_SKEW_WARNING = 5.0  # seconds
 # A pair name and server names: machinedb.is_dhcp_server_name (migration 0006).
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
