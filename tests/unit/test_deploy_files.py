@@ -40,9 +40,16 @@ COMPOSE_SECRETS = ROOT / "scripts" / "compose-secrets"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DHCPD = "/usr/sbin/dhcpd"
 
-APP_SERVICES = ("migrate", "relay", "generator", "generator-kea")
-DAEMONS = ("relay", "generator", "generator-kea")
-GENERATORS = {"generator": "isc", "generator-kea": "kea"}
+APP_SERVICES = ("migrate", "relay", "generator", "generator-kea", "generator-a", "generator-b")
+DAEMONS = ("relay", "generator", "generator-kea", "generator-a", "generator-b")
+GENERATORS = {
+    "generator": "isc",
+    "generator-kea": "kea",
+    "generator-a": "isc",
+    "generator-b": "isc",
+}
+# The failover pair (profile pair): each peer's generator, its dhcpd, its dhcp_server row.
+PAIR_PEERS = (("generator-a", "dhcpd-a", "dhcp-a"), ("generator-b", "dhcpd-b", "dhcp-b"))
 DEFAULT_DESTINATION = "/topic/VirtualTopic.machinedb.changes"
 AMQ_NS = "{http://activemq.apache.org/schema/core}"
 SECRETS_DIR = "${MACHINEDB_SECRETS_DIR:-./secrets}"
@@ -59,7 +66,13 @@ SECRET_FILES = {
 APP_SECRETS = ("relay.url", "generator.url", "omapi.key")  # owned by the image's uid
 OMAPI_KEY = re.compile(r'key omapi_key \{ algorithm hmac-md5; secret "([A-Za-z0-9+/=]+)"; \};\n')
 OMAPI_PORT = 7911
-BROKER_USER = {"relay": "relay", "generator": "generator", "generator-kea": "generator"}
+BROKER_USER = {
+    "relay": "relay",
+    "generator": "generator",
+    "generator-kea": "generator",
+    "generator-a": "generator",
+    "generator-b": "generator",
+}
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +195,10 @@ def generated_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_all_services_exist(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"postgres", "activemq", *APP_SERVICES, "dhcpd", "kea"}
+    expected = {"postgres", "activemq", *APP_SERVICES, "dhcpd", "kea", "dhcpd-a", "dhcpd-b"}
     assert expected <= set(services)
+    for name in ("generator-a", "generator-b", "dhcpd-a", "dhcpd-b"):
+        assert services[name]["profiles"] == ["pair"], name
     assert services["kea"]["profiles"] == ["kea"]
     assert services["generator-kea"]["profiles"] == ["kea"]
 
@@ -348,13 +363,15 @@ def test_generator_and_dhcpd_share_the_omapi_key_at_one_path(
     dhcpd must find the key at the very same path; nothing else gets the key."""
     env = environment(services["generator"])
     key_file = env["DHCP_OMAPI_KEY_FILE"]
-    for name in ("generator", "dhcpd"):
+    holders = ("generator", "dhcpd", "generator-a", "dhcpd-a", "generator-b", "dhcpd-b")
+    for name in holders:
+        assert environment(services[name]).get("DHCP_OMAPI_KEY_FILE", key_file) == key_file
         mount = mount_for(services[name], key_file)
         assert secret_name(mount) == "omapi.key", name
         assert mount["type"] == "bind"
         assert mount["read_only"] is True, name
     for name, service in services.items():
-        if name not in ("generator", "dhcpd"):
+        if name not in holders:
             assert not [m for m in mounts(service) if secret_name(m) == "omapi.key"], name
     assert "DHCP_OMAPI_KEY_FILE" not in environment(services["generator-kea"])
 
@@ -441,7 +458,11 @@ def test_generators_use_distinct_consumers(services: dict[str, dict[str, Any]]) 
     assert len(set(consumers)) == len(consumers)
 
 
-@pytest.mark.parametrize(("name", "server"), [("generator", "dhcpd"), ("generator-kea", "kea")])
+@pytest.mark.parametrize(
+    ("name", "server"),
+    [("generator", "dhcpd"), ("generator-kea", "kea"), ("generator-a", "dhcpd-a"),
+     ("generator-b", "dhcpd-b")],
+)  # fmt: skip
 def test_generator_writes_where_its_server_reads(
     services: dict[str, dict[str, Any]], name: str, server: str
 ) -> None:
@@ -452,10 +473,11 @@ def test_generator_writes_where_its_server_reads(
     assert output is not None
     volume = next(m["source"] for m in mounts(generator) if output.startswith(m["target"]))
     assert any(m["source"] == volume for m in mounts(dhcp))
-    conf_var = "DHCPD_CONF" if server == "dhcpd" else "KEA_CONF"
+    conf_var = "KEA_CONF" if server == "kea" else "DHCPD_CONF"
     assert environment(dhcp)[conf_var] == output
-    assert dhcp["network_mode"] == "host"
-    if server == "dhcpd":
+    if "pair" not in dhcp.get("profiles", []):
+        assert dhcp["network_mode"] == "host"
+    if server.startswith("dhcpd"):
         reload_command = option(cmd, "--reload-command")
         assert reload_command is not None
         assert reload_command in (ROOT / "Dockerfile").read_text()
@@ -597,7 +619,11 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "kea"]], ids=["default", "kea"])
+@pytest.mark.parametrize(
+    "profile",
+    [[], ["--profile", "kea"], ["--profile", "pair"]],
+    ids=["default", "kea", "pair"],
+)
 def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
     cli = compose_cli()
     if cli is None:
@@ -901,6 +927,95 @@ def test_the_pair_is_documented() -> None:
     assert "scripts/services.py start pair" in deployment
 
 
+# ---- the failover pair of ISC dhcpd peers (profile pair) -----------------------------------
+
+PAIR_UP = "docker compose --profile pair up -d relay generator-a generator-b dhcpd-a dhcpd-b"
+
+
+def test_each_peer_has_its_own_server_consumer_omapi_target_and_volumes(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """Two generators, each rendering its own dhcp_server's side of the pair from its own
+    durable queue into its own dhcpd's volume, and sending host changes to that dhcpd's
+    OMAPI at its fixed address on the pair's bridge."""
+    (ipam,) = compose["networks"]["dhcp-pair"]["ipam"]["config"]
+    segment = ipaddress.ip_network(default_of(ipam["subnet"]))
+    docker_range = ipaddress.ip_network(default_of(ipam["ip_range"]))
+    gateway = ipaddress.ip_address(default_of(ipam["gateway"]))
+    assert docker_range.subnet_of(segment)  # type: ignore[arg-type]
+    seen: dict[str, set[object]] = {}
+    for generator_name, dhcpd_name, server in PAIR_PEERS:
+        generator, dhcpd = services[generator_name], services[dhcpd_name]
+        env = {key: default_of(value) for key, value in environment(generator).items()}
+        assert env["DHCP_SERVER"] == server
+        assert env["DHCP_CONSUMER"] == server, "a pair's consumer is named after its server"
+        address = ipaddress.ip_address(default_of(dhcpd["networks"]["dhcp-pair"]["ipv4_address"]))
+        # a fixed address Docker never hands to another container
+        assert address in segment and address not in docker_range and address != gateway
+        host, _, port = env["DHCP_OMAPI"].rpartition(":")
+        assert (ipaddress.ip_address(host), int(port)) == (address, OMAPI_PORT)
+        assert sorted(generator["networks"]) == ["default", "dhcp-pair"]
+        assert list(dhcpd["networks"]) == ["dhcp-pair"], "no way to the database or the broker"
+        assert "network_mode" not in dhcpd and "ports" not in dhcpd
+        config = mount_for(dhcpd, "/var/lib/machinedb/dhcp")["source"]
+        assert mount_for(generator, "/var/lib/machinedb/dhcp")["source"] == config
+        metrics_port = option(command(generator), "--metrics-port")
+        assert generator["expose"] == [metrics_port]
+        for key in ("build", "image", "healthcheck", "restart"):
+            assert dhcpd[key] == services["dhcpd"][key], (dhcpd_name, key)
+        values = {
+            "server": server,
+            "consumer": env["DHCP_CONSUMER"],
+            "address": address,
+            "config": config,
+            "leases": mount_for(dhcpd, "/var/lib/dhcp")["source"],
+            "metrics": metrics_port,
+        }
+        for key, value in values.items():
+            seen.setdefault(key, set()).add(value)
+    assert all(len(values) == 2 for values in seen.values()), seen
+    pair_volumes = seen["config"] | seen["leases"]
+    assert pair_volumes <= set(compose["volumes"])
+    members = {name for peer in PAIR_PEERS for name in peer[:2]}
+    for name, service in services.items():
+        if name not in members:
+            assert not {m["source"] for m in mounts(service)} & pair_volumes, name
+    ports = [option(command(services[name]), "--metrics-port") for name in GENERATORS]
+    assert len(set(ports)) == len(ports), "every generator's metrics port is its own"
+
+
+def test_the_pair_generators_run_the_single_generators_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    def without_metrics_port(cmd: list[str]) -> list[str]:
+        index = cmd.index("--metrics-port")
+        return cmd[:index] + cmd[index + 2 :]
+
+    single = without_metrics_port(command(services["generator"]))
+    for name, _, _ in PAIR_PEERS:
+        assert without_metrics_port(command(services[name])) == single, name
+        assert services[name]["restart"] == "unless-stopped"
+
+
+def test_the_pair_segment_is_a_bridge_with_a_fixed_name(compose: dict[str, Any]) -> None:
+    network = compose["networks"]["dhcp-pair"]
+    assert network["driver"] == "bridge"
+    assert network["driver_opts"]["com.docker.network.bridge.name"] == "mdb-pair"
+    assert "internal" not in network, "the peers serve clients on it"
+
+
+def test_the_pair_profile_is_documented() -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert PAIR_UP in COMPOSE_FILE.read_text() and PAIR_UP in deployment
+    assert "A failover pair of ISC dhcpd peers (or a Kea HA pair) is two servers: two" not in (
+        deployment
+    )
+    for text in (deployment, operations):
+        assert "dhcp_generator_clock_skew_seconds" in text
+    assert "NTP" in operations and "ha-maintenance-start" in operations
+
+
 # ---- Kea's hosts database (profile kea) ----------------------------------------------------
 
 KEA_DB_INIT = ROOT / "deploy" / "kea" / "db-init.sh"
@@ -1120,7 +1235,7 @@ def test_docker_compose_accepts_the_rabbitmq_override() -> None:
             pytest.fail("docker-compose is required under CI=true (apt-get install docker-compose)")
         pytest.skip("docker-compose is not installed")
     files = ["-f", str(COMPOSE_FILE), "-f", str(RABBITMQ_OVERRIDE)]
-    for profile in ([], ["--profile", "kea"]):
+    for profile in ([], ["--profile", "kea"], ["--profile", "pair"]):
         result = subprocess.run(
             [*cli, "--project-directory", str(ROOT), *files, *profile, "config"],
             capture_output=True,
