@@ -20,6 +20,9 @@ e. the primary's dhcpd and generator start again (a reboot: dhcpd from the file 
    with the secondary's dhcpd then SIGKILLed, only the primary is left to answer, and it
    serves both reservations.
 
+A second test loses the primary silently (its segment link cut before the SIGKILL, as
+when a machine loses power): the survivor learns of it only after max-response-delay.
+
 The pair's timers are a test profile set in the row: MCLT 10 s (dhcpd caps a lease it
 gives while it cannot reach its partner at the MCLT, and a peer that must recover waits
 one MCLT in recover-wait: 10 s keeps either inside the test) and max-response-delay 5 s
@@ -398,11 +401,15 @@ def pair(
         yield lab
 
 
-def test_the_secondary_serves_while_the_primary_is_down_and_both_serve_after(pair: Pair) -> None:
-    a, b = pair.a, pair.b
-    mac, late_mac = new_mac(), new_mac()
-    pair.add_host("fo-client", mac, pair.ip(20))
+NORMAL = ("normal", "normal")
+INTERRUPTED = ("communications-interrupted", "normal")  # the partner was last seen normal
 
+
+def start_pair(pair: Pair, mac: str) -> None:
+    """Add a reservation for ``mac``, start both generators (which start both dhcpd) and
+    wait until both peers are normal."""
+    a, b = pair.a, pair.b
+    pair.add_host("fo-client", mac, pair.ip(20))
     started = time.monotonic()
     for side in (a, b):
         pair.start_generator(side)
@@ -416,11 +423,16 @@ def test_the_secondary_serves_while_the_primary_is_down_and_both_serve_after(pai
         assert f'failover peer "{PAIR}" {{' in text
         assert f"  {'primary' if side is a else 'secondary'};" in text
         assert (f"mclt {MCLT};" in text) is (side is a)
+    pair.wait_states({a.name: NORMAL, b.name: NORMAL}, "both peers normal")
+    print(f"normal {time.monotonic() - started:.2f} s after the generators started")
+
+
+def test_the_secondary_serves_while_the_primary_is_down_and_both_serve_after(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    mac, late_mac = new_mac(), new_mac()
 
     # a. both peers reach normal
-    normal = ("normal", "normal")
-    pair.wait_states({a.name: normal, b.name: normal}, "a: both peers normal")
-    print(f"a: normal {time.monotonic() - started:.2f} s after the generators started")
+    start_pair(pair, mac)
 
     # b. the client gets its reservation
     pair.serves(mac, lambda got: got == pair.ip(20), "b: the reservation")
@@ -433,8 +445,7 @@ def test_the_secondary_serves_while_the_primary_is_down_and_both_serve_after(pai
     print(f"c: served {time.monotonic() - killed:.2f} s after the SIGKILL")
     pool = pair.serves(new_mac(), lambda got: configs.in_pool(pair.seg.servers[0], got), "c: pool")
     print(f"c: pool address {pool} {time.monotonic() - killed:.2f} s after the SIGKILL")
-    interrupted = ("communications-interrupted", "normal")
-    pair.wait_states({b.name: interrupted}, "c: the survivor knows its partner is gone")
+    pair.wait_states({b.name: INTERRUPTED}, "c: the survivor knows its partner is gone")
 
     # d. a reservation committed while the primary is down is served by the survivor
     pair.add_host("fo-late", late_mac, pair.ip(21))
@@ -447,13 +458,38 @@ def test_the_secondary_serves_while_the_primary_is_down_and_both_serve_after(pai
     a.start_dhcpd_plainly()
     pair.start_generator(a)
     pair.wait_applied(a, late_mac, pair.ip(21), "e: the primary's generator caught up")
-    pair.wait_states({a.name: normal, b.name: normal}, "e: both peers normal again")
+    pair.wait_states({a.name: NORMAL, b.name: NORMAL}, "e: both peers normal again")
     print(f"e: normal again {time.monotonic() - back:.2f} s after the primary's restart")
     # only the primary is left to answer: whatever answers now is the primary
     b.kill_dhcpd()
     pair.serves(late_mac, lambda got: got == pair.ip(21), "e: the late reservation, from a")
     pair.serves(mac, lambda got: got == pair.ip(20), "e: the first reservation, from a")
-    pair.wait_states({a.name: interrupted}, "e: the primary knows its partner is gone")
+    pair.wait_states({a.name: INTERRUPTED}, "e: the primary knows its partner is gone")
     for side in (a, b):
         applies = {k: side.applies(k) for k in ("restart", "omapi", "unchanged")}
         print(f"{side.name}'s generator: applies {applies}")
+
+
+def test_a_silently_lost_primary_is_noticed_after_the_max_response_delay(pair: Pair) -> None:
+    """The primary's machine vanishes without a word (its segment link cut first, so no
+    connection is closed): the survivor answers the reservation at once (both peers of
+    a pair answer reservations, which are no pool's), and calls its partner unreachable
+    (communications-interrupted: it then gives pool addresses to every client, not only
+    its half of the load balancing) after max-response-delay."""
+    a, b = pair.a, pair.b
+    mac = new_mac()
+    start_pair(pair, mac)
+
+    netns._ip("-n", a.view.server_ns, "link", "set", a.view.server_if, "down")
+    pair.kill_generator(a)
+    a.kill_dhcpd()
+    lost = time.monotonic()
+    assert b.failover_state() == NORMAL  # it was told nothing
+    pair.serves(mac, lambda got: got == pair.ip(20), "the reservation, at once")
+    served = time.monotonic() - lost
+    pair.wait_states({b.name: INTERRUPTED}, "the survivor calls its partner unreachable")
+    noticed = time.monotonic() - lost
+    print(f"reservation served {served:.2f} s, partner unreachable {noticed:.2f} s after the loss")
+    assert served < noticed
+    pool = pair.serves(new_mac(), lambda got: configs.in_pool(pair.seg.servers[0], got), "pool")
+    print(f"pool address {pool} {time.monotonic() - lost:.2f} s after the loss")
