@@ -20,8 +20,10 @@ e. the primary's dhcpd and generator start again (a reboot: dhcpd from the file 
    with the secondary's dhcpd then SIGKILLed, only the primary is left to answer, and it
    serves both reservations.
 
-A second test loses the primary silently (its segment link cut before the SIGKILL, as
-when a machine loses power): the survivor learns of it only after max-response-delay.
+Two more tests: the primary lost silently (its segment link cut before the SIGKILL, as
+when a machine loses power), which the survivor learns only after max-response-delay;
+and the primary replaced by a machine without a lease file, which recovers for one MCLT
+while the secondary serves alone in partner-down.
 
 The pair's timers are a test profile set in the row: MCLT 10 s (dhcpd caps a lease it
 gives while it cannot reach its partner at the MCLT, and a peer that must recover waits
@@ -52,6 +54,7 @@ import pypureomapi
 import pytest
 import services
 
+from generator import omapi
 from tests.conftest import require
 from tests.e2e import configs, netns, pipeline, segment
 from tests.e2e.conftest import new_mac
@@ -138,24 +141,19 @@ class Side:
 
     def failover_state(self) -> tuple[str, str] | None:
         """(local-state, partner-state) of the pair, asked of this dhcpd over OMAPI."""
+        key = omapi.Key(name=KEY_NAME, algorithm="hmac-md5", secret=self.key_secret)
+        host = str(self.view.control_ip)
+        client = omapi.Client(host=host, port=OMAPI_PORT, key=key, timeout=OMAPI_TIMEOUT)
+        message = pypureomapi.OmapiMessage.open(b"failover-state")
+        message.update_object({b"name": PAIR.encode()})
         try:
-            connection = pypureomapi.Omapi(
-                str(self.view.control_ip),
-                OMAPI_PORT,
-                KEY_NAME.encode(),
-                self.key_secret.encode(),
-                timeout=OMAPI_TIMEOUT,
-            )
-        except (OSError, pypureomapi.OmapiError):
-            return None
-        try:
-            message = pypureomapi.OmapiMessage.open(b"failover-state")
-            message.update_object({b"name": PAIR.encode()})
-            answer = connection.query_server(message)
-        except (OSError, pypureomapi.OmapiError):
+            # the generator's client speaks host objects only; its connection (which it
+            # closes on every failure) carries this open as well
+            answer = client._request(message)
+        except omapi.OmapiError:
             return None
         finally:
-            connection.close()
+            client.close()
         if answer.opcode != pypureomapi.OMAPI_OP_UPDATE:
             return None
         values = dict(answer.obj)
@@ -180,6 +178,18 @@ class Side:
             raise AssertionError(f"{self.name}'s dhcpd is not running")
         os.kill(pid, signal.SIGKILL)
         netns.wait_until(lambda: not _alive(pid), DIED_DEADLINE, f"{self.name}'s dhcpd to die")
+
+    def stop_dhcpd(self) -> None:
+        """SIGKILL dhcpd if it runs (it ends at once on SIGTERM too) and forget its pid."""
+        if self.server.running():
+            self.kill_dhcpd()
+        self.server.pid_file.unlink(missing_ok=True)
+
+    def wipe(self) -> None:
+        """A replaced machine: no config, no lease file, no generator state (logs kept)."""
+        for path in self.workdir.iterdir():
+            if path.name.startswith(("dhcpd.", ".dhcpd.")) and path.suffix != ".log":
+                path.unlink()
 
     def start_dhcpd_plainly(self) -> None:
         """Start dhcpd on the file in place, as the machine's init system would."""
@@ -384,6 +394,9 @@ def pair(
             )
         a, b = sides
         for side in sides:
+            # after the generators, before netns.isc_dhcpd's own stop, which would wait
+            # for PID 1 to reap the dead dhcpd (seconds here)
+            stack.callback(side.stop_dhcpd)
             stack.callback(side.stack.close)
         lab = Pair(
             db_url=db_url, db=db, broker_url=broker.url, destination=unique_destination,
@@ -493,3 +506,35 @@ def test_a_silently_lost_primary_is_noticed_after_the_max_response_delay(pair: P
     assert served < noticed
     pool = pair.serves(new_mac(), lambda got: configs.in_pool(pair.seg.servers[0], got), "pool")
     print(f"pool address {pool} {time.monotonic() - lost:.2f} s after the loss")
+
+
+def test_a_replaced_primary_recovers_for_one_mclt_while_the_secondary_serves_alone(
+    pair: Pair,
+) -> None:
+    """A new primary machine (no lease file) starts in recover: its partner, told so,
+    goes to partner-down and serves every client alone; the new primary waits in
+    recover-wait until one MCLT has passed since its start, then both are normal.
+    This is why the pair's MCLT bounds how long replacing a server takes."""
+    a, b = pair.a, pair.b
+    mac = new_mac()
+    start_pair(pair, mac)
+
+    pair.kill_generator(a)
+    a.kill_dhcpd()
+    a.wipe()
+    replaced = time.monotonic()
+    pair.start_generator(a)  # renders a fresh file and starts dhcpd on it
+    pair.wait_states(
+        {a.name: ("recover-wait", "partner-down"), b.name: ("partner-down", "recover-wait")},
+        "the new primary in recover-wait, the secondary in partner-down",
+    )
+    print(f"recover-wait {time.monotonic() - replaced:.2f} s after the replacement started")
+    pair.serves(mac, lambda got: got == pair.ip(20), "recover-wait: the reservation")
+    pool = pair.serves(new_mac(), lambda got: configs.in_pool(pair.seg.servers[0], got), "pool")
+    assert b.failover_state() == ("partner-down", "recover-wait")
+    print(f"recover-wait: pool address {pool} (from the secondary in partner-down)")
+
+    pair.wait_states({a.name: NORMAL, b.name: NORMAL}, "both normal after the recovery")
+    took = time.monotonic() - replaced
+    print(f"normal {took:.2f} s after the replacement started (MCLT {MCLT} s)")
+    assert took >= MCLT - 1  # the wait is the MCLT's: 1 s for the clocks' granularity
