@@ -110,9 +110,17 @@ def segment(servers: int = 2, prefixlen: int = 24) -> Iterator[Segment]:
         # the control veths first, at once: a deleted namespace's veths go asynchronously
         for i in range(servers):
             netns._ip("link", "del", _control_end(tag, i), check=False)
+        # every namespace is deleted even if a process in one outlives its SIGKILL (a
+        # zombie child of the test's own process does until it is waited for)
+        survivors: list[netns.HarnessError] = []
         for ns in created:
-            netns.kill_namespace_processes(ns)
+            try:
+                netns.kill_namespace_processes(ns)
+            except netns.HarnessError as exc:
+                survivors.append(netns.HarnessError(f"{ns}: {exc}"))
             netns._ip("netns", "del", ns, check=False)
+        if survivors:
+            raise survivors[0]
 
 
 def _port(seg: Segment, ns: str, dev: str, port: str) -> None:

@@ -5,8 +5,10 @@ exchange through the bridge with a hand-written config."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -97,3 +99,19 @@ def test_the_client_gets_its_address_through_the_bridge(
         conf.write_text(configs.isc(server, {mac: 20}))
         with netns.isc_dhcpd(server, conf, workdir):
             assert seg.client(workdir / "client").request(mac) == str(seg.host(20))
+
+
+def test_a_process_outliving_its_sigkill_keeps_no_namespace(harness: None) -> None:
+    """A child of the test's own process stays a zombie until waited for: the harness
+    says so, and still deletes every namespace (this one waits out the kill deadline)."""
+    with (
+        contextlib.ExitStack() as reap,  # waits for the child after the segment is gone
+        pytest.raises(netns.HarnessError, match="exit"),
+        segment.segment(servers=2) as seg,
+    ):
+        child = subprocess.Popen(["ip", "netns", "exec", seg.servers[1].server_ns, "sleep", "60"])
+        reap.callback(child.wait)
+    assert child.returncode == -signal.SIGKILL
+    listed = netns._ip("netns", "list").stdout
+    assert not [ns for ns in seg.namespaces() if ns in listed]
+    assert root_links(seg.tag) == set()
