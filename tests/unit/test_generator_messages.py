@@ -31,8 +31,11 @@ def test_relevance_comes_from_what_the_reads_use() -> None:
     assert {"host", "interface", "subnet", "dhcp_server_subnet"} <= SCOPED
     # boot options (migration 0007): a host's hardware type gives its defaults
     assert "hardware_type" in UNSCOPED and "hardware_type" in SCOPED
-    for table in ("service", "host_service", "rack", "dhcp_server"):
+    for table in ("service", "host_service", "rack"):
         assert table not in SCOPED
+    # a pair's peers are named by their dhcp_server rows (Kea: this-server-name, peers)
+    assert {"dhcp_failover", "dhcp_server"} <= SCOPED
+    assert "dhcp_server" not in UNSCOPED
 
 
 @pytest.mark.parametrize("table", ["host", "interface", "subnet", "hardware_type"])
