@@ -107,8 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--audit-consumer",
         default="kea",
-        help="consumer queue the audit reads (default: kea, declared in activemq.xml, or on"
-        " RabbitMQ by the soak before anything is published, and unused here: a declared"
+        help="consumer queue the audit reads (default: kea, declared by the soak in its"
+        " ActiveMQ's config, or on RabbitMQ before anything is published, and unused here:"
+        " a declared"
         " queue exists from the broker's first moment, also after a crash, so the topic"
         " never drops the auditor's copy)",
     )
@@ -161,7 +162,9 @@ class Soak:
             "dhcpd will serve %s in namespace %s, OMAPI at %s",
             self.net.network, self.net.server_ns, self.dhcpd.omapi_address,
         )  # fmt: skip
-        self.cluster, self.broker = soak_env.make_services(self.paths, self.args.broker)
+        self.cluster, self.broker = soak_env.make_services(
+            self.paths, self.args.broker, queues=[self.args.audit_consumer]
+        )
         logger.info("starting PostgreSQL and %s in %s", self.broker.name, self.paths.root)
         soak_env.start_services(self.cluster, self.broker)
         # before anything is published: RabbitMQ drops (and confirms) what no queue takes

@@ -181,17 +181,18 @@ class Broker:
     RabbitMQ drops what it is sent while no queue is bound to the topic (and confirms it
     all the same), so ``declare_queues`` declares the consumer queues before anything is
     published, as a deployment's definitions do; they are durable and outlive the
-    node's restarts. ActiveMQ declares them itself (``activemq.xml``).
+    node's restarts. ActiveMQ declares ``queues`` (consumer names) in its copy of
+    ``activemq.xml``, whose own declares only the generator's.
     """
 
-    def __init__(self, kind: str, paths: Paths) -> None:
+    def __init__(self, kind: str, paths: Paths, *, queues: Sequence[str] = ()) -> None:
         self.kind = broker_profile.check_kind(kind)
         self.profile = broker_profile.Profile(self.kind)
         self.service: services.ActiveMQBroker | services.RabbitMQNode
         if self.kind == broker_profile.RABBITMQ:
             self.service = services.RabbitMQNode(paths.rabbitmq)
         else:
-            self.service = services.ActiveMQBroker(paths.broker)
+            self.service = services.ActiveMQBroker(paths.broker, queues=queues)
 
     @property
     def rabbitmq(self) -> bool:
@@ -258,8 +259,11 @@ def consumer_queue(consumer: str) -> str:
     return broker_profile.QUEUE_PREFIX + broker_profile.queue_name(DESTINATION, consumer)
 
 
-def make_services(paths: Paths, kind: str) -> tuple[services.PostgresCluster, Broker]:
-    return services.PostgresCluster(paths.pg, fsync=True), Broker(kind, paths)
+def make_services(
+    paths: Paths, kind: str, *, queues: Sequence[str] = ()
+) -> tuple[services.PostgresCluster, Broker]:
+    """PostgreSQL, and the broker with ``queues`` (consumer names) declared."""
+    return services.PostgresCluster(paths.pg, fsync=True), Broker(kind, paths, queues=queues)
 
 
 def start_services(cluster: services.PostgresCluster, broker: Broker) -> None:

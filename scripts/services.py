@@ -305,6 +305,11 @@ class ActiveMQBroker:
     authorization map, and a STOMP+TLS connector on 127.0.0.1:``ssl_port`` with
     ``keystore`` (a fresh self-signed one when None). The passwords go to
     ``conf/credentials.properties`` (mode 0600), never onto the JVM's command line.
+
+    ``queues``: consumer names whose queues on the change topic its copy of the config
+    declares besides the shipped one (``dhcp``), as a deployment declares the queue of a
+    consumer that renders nothing from the database and must not miss a message (an
+    audit reader); a generator needs none (docs/deployment.md, "Consumer queues").
     """
 
     def __init__(
@@ -316,8 +321,10 @@ class ActiveMQBroker:
         passwords: Mapping[str, str] | None = None,
         keystore: Keystore | None = None,
         ssl_port: int | None = None,
+        queues: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory)
+        self.queues = tuple(queues)
         self.conf = self.directory / "conf"
         self.data = self.directory / "data"
         self.pid_file = self.directory / "activemq.pid"
@@ -404,6 +411,7 @@ class ActiveMQBroker:
             sub.mkdir(parents=True, exist_ok=True)
         for name in (self.config_name, "log4j.properties"):
             shutil.copy(ACTIVEMQ_CONF / name, self.conf / name)
+        declare_consumer_queues(self.conf / self.config_name, self.queues)
         self.port_file.write_text(str(self.port))
         secure_options = self._prepare_secure()
         cmd = [
@@ -489,12 +497,30 @@ class ActiveMQBroker:
 SLAVE_MODE = "This broker is now in slave mode"  # logged by a broker waiting for the lock
 
 
+def declare_consumer_queues(config: Path, consumers: Sequence[str]) -> None:
+    """Add each consumer's ``Consumer.<name>.VirtualTopic.machinedb.changes`` to the
+    ``<destinations>`` of a copy of a shipped broker config."""
+    if not consumers:
+        return
+    marker = "    </destinations>\n"
+    text = config.read_text()
+    if text.count(marker) != 1:
+        raise ServiceError(f"{config}: no single </destinations> to add queues to")
+    queues = "".join(
+        f'      <queue physicalName="Consumer.{name}.VirtualTopic.machinedb.changes"/>\n'
+        for name in consumers
+    )
+    config.write_text(text.replace(marker, queues + marker))
+
+
 class PairMember(ActiveMQBroker):
     """One broker of a shared-store master/slave pair: deploy/activemq/activemq-pair.xml
     with its own STOMP port and data directory, and the pair's KahaDB directory ``store``."""
 
-    def __init__(self, directory: Path, port: int | None = None, *, store: Path) -> None:
-        super().__init__(directory, port)
+    def __init__(
+        self, directory: Path, port: int | None = None, *, store: Path, queues: Sequence[str] = ()
+    ) -> None:
+        super().__init__(directory, port, queues=queues)
         self.store = Path(store)
 
     @property
@@ -525,14 +551,21 @@ class PairMember(ActiveMQBroker):
 class ActiveMQPair:
     """Two ActiveMQ brokers sharing one KahaDB directory (shared-store master/slave):
     whichever takes the store's lock first is the master, the other waits as its slave
-    and takes over when the master dies. Clients use ``url``, which lists both."""
+    and takes over when the master dies. Clients use ``url``, which lists both.
+    ``queues``: as for ``ActiveMQBroker``, declared by both."""
 
-    def __init__(self, directory: Path, ports: tuple[int | None, int | None] = (None, None)):
+    def __init__(
+        self,
+        directory: Path,
+        ports: tuple[int | None, int | None] = (None, None),
+        *,
+        queues: Sequence[str] = (),
+    ):
         self.directory = Path(directory)
         self.store = self.directory / "shared" / "kahadb"
         self.members = (
-            PairMember(self.directory / "a", ports[0], store=self.store),
-            PairMember(self.directory / "b", ports[1], store=self.store),
+            PairMember(self.directory / "a", ports[0], store=self.store, queues=queues),
+            PairMember(self.directory / "b", ports[1], store=self.store, queues=queues),
         )
 
     @property

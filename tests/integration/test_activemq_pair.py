@@ -3,9 +3,9 @@ scripts/services.py ``ActiveMQPair``): the master is SIGKILLed in the middle of 
 of 5,000 changes, the slave takes over, and nothing is lost.
 
 The relay and the generator run as the operator runs them, with STOMP_URL listing both
-brokers. Afterwards an independent consumer reads the pair's other declared queue
-(Consumer.kea..., which nobody else reads) from the new master and counts distinct
-event-ids, and the generator's file must equal a fresh ``--once`` render.
+brokers. Afterwards an independent consumer reads a queue declared for it in the
+pair's config (Consumer.audit..., which nobody else reads) from the new master and counts
+distinct event-ids, and the generator's file must equal a fresh ``--once`` render.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.integration.inventory import seed
 pytestmark = [pytest.mark.pg, pytest.mark.broker]
 
 TOPIC = "/topic/VirtualTopic.machinedb.changes"  # the pair's declared consumer queues use it
+AUDIT = "audit"  # the independent consumer's queue, declared in the pair's config
 HOSTS = 2500  # each a host and an interface: 5,000 changes
 WRITERS = 4
 KILL_AFTER = 1500  # changes written before the master is killed
@@ -40,7 +41,7 @@ DELIVERY_DEADLINE = 90.0  # seconds
 @pytest.fixture
 def pair() -> Iterator[services.ActiveMQPair]:
     require(have_activemq(), "ActiveMQ (apt-get install activemq)")
-    instance = services.ActiveMQPair(_state_dir("activemq-pair"))
+    instance = services.ActiveMQPair(_state_dir("activemq-pair"), queues=[AUDIT])
     instance.start()
     try:
         yield instance
@@ -168,8 +169,8 @@ def test_master_killed_mid_burst_the_slave_takes_over_and_nothing_is_lost(
         written_ids = h.written_ids(db_url)
         assert len(written_ids) == 2 * HOSTS
         audit = PairConsumer(
-            [m.port for m in pair.members], h.consumer_queue(TOPIC, "kea")
-        )  # declared in activemq-pair.xml, read by nobody else
+            [m.port for m in pair.members], h.consumer_queue(TOPIC, AUDIT)
+        )  # declared in the pair's config, read by nobody else
         try:
             h.wait_until(lambda: written_ids <= audit.ids(), deadline=DELIVERY_DEADLINE,
                          what="every change on the independent consumer")  # fmt: skip

@@ -440,13 +440,55 @@ def test_the_secrets_directory_is_not_in_git() -> None:
             assert not re.match(r"(COPY|ADD)\s+(--\S+\s+)*\.\s", line), f"{dockerfile}: {line}"
 
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
-def test_every_generator_has_its_declared_queue(
-    services: dict[str, dict[str, Any]], name: str
+BROKER_CONFIGS = (
+    "activemq.xml",
+    "activemq-secure.xml",
+    "activemq-pair.xml",
+    "activemq-pair-secure.xml",
+)
+
+
+def profile_generators(services: dict[str, dict[str, Any]]) -> list[str]:
+    """The generators that run only with a compose profile (kea, pair, ...)."""
+    return [name for name in GENERATORS if services[name].get("profiles")]
+
+
+@pytest.mark.parametrize("config", BROKER_CONFIGS)
+def test_only_the_default_generators_queue_is_declared(
+    services: dict[str, dict[str, Any]], config: str
 ) -> None:
-    consumer = environment(services[name])["DHCP_CONSUMER"]
+    """Every broker config declares the default generator's queue, and no profile
+    generator's. A declared queue takes a copy of every change whether or not anything
+    reads it: one whose profile never runs grows until the broker's store limit blocks
+    the relay, and the whole pipeline stops. A generator needs no declared queue: it
+    subscribes (which makes its queue) before its first full read of the database, so
+    what was published before is in that read and what comes after waits in its queue,
+    also while it is stopped (tests/integration/test_undeclared_queue.py, on ActiveMQ
+    and RabbitMQ)."""
     topic = DEFAULT_DESTINATION.removeprefix("/topic/")
-    assert f"Consumer.{consumer}.{topic}" in declared_queues()
+    assert "profiles" not in services["generator"]
+    default = environment(services["generator"])["DHCP_CONSUMER"]
+    assert declared_queues(config) == {f"Consumer.{default}.{topic}"}
+    assert profile_generators(services), "the profiles have generators of their own"
+    for name in profile_generators(services):
+        consumer = environment(services[name])["DHCP_CONSUMER"]
+        assert f"Consumer.{consumer}.{topic}" not in declared_queues(config), name
+    assert re.search(
+        r'<storeUsage limit="\d+ gb"/>', (ROOT / "deploy" / "activemq" / config).read_text()
+    )
+
+
+def test_the_docs_say_which_queues_to_declare() -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    section = deployment.split("\n## Consumer queues\n", 1)[1].split("\n## ", 1)[0]
+    assert "Declare a queue only for a consumer you run." in section
+    assert "store" in section and "cdc_outbox_backlog" in section  # what a full one does
+    assert "rabbitmqctl list_queues name messages consumers" in section  # its depth
+    assert '"browser": "true"' in section
+    assert "test_undeclared_queue.py" in section
+    for doc in ("deployment.md", "operations.md", "generator.md", "security.md"):
+        text = (ROOT / "docs" / doc).read_text()
+        assert "Declare every consumer" not in text and "Declare its queue in" not in text, doc
 
 
 def test_open_and_secure_broker_configs_declare_the_same_queues() -> None:
@@ -1150,20 +1192,22 @@ def test_rabbitmq_clients_say_so_and_read_its_url_file(
     assert secret_name(mount_for(queues, STOMP_URL_TARGET)) == "rabbitmq.url"
 
 
-def test_rabbitmq_queues_declares_every_generators_queue_before_the_relay(
+def test_rabbitmq_queues_declares_the_default_generators_queue_before_the_relay(
     services: dict[str, dict[str, Any]],
     rabbitmq_override: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     """Runs the one-shot's script against a stand-in for stomp.py: one declaring
-    SUBSCRIBE per generator's consumer, each waiting for its receipt; an ERROR fails it."""
+    SUBSCRIBE per consumer it names, each waiting for its receipt; an ERROR fails it. It
+    names the default generator's consumer only, as the ActiveMQ configs declare only
+    its queue (test_only_the_default_generators_queue_is_declared says why)."""
     queues = rabbitmq_override["services"]["rabbitmq-queues"]
     env = environment(queues)
     consumers = env["MACHINEDB_CONSUMERS"].split()
-    assert sorted(consumers) == sorted(
-        environment(services[name])["DHCP_CONSUMER"] for name in GENERATORS
-    )
+    assert consumers == [environment(services["generator"])["DHCP_CONSUMER"]]
+    for name in profile_generators(services):
+        assert environment(services[name])["DHCP_CONSUMER"] not in consumers, name
     assert env["CDC_DESTINATION"] == DEFAULT_DESTINATION
     script = command(queues)[-1]
     url_file = tmp_path / "rabbitmq.url"
