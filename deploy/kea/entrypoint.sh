@@ -1,5 +1,5 @@
 #!/bin/bash
-# kea-dhcp4 for docker-compose (profile "kea").
+# kea-dhcp4 for docker-compose (profiles "kea" and "kea-pair").
 #
 # Waits until dhcp-generator has written the configuration into the shared volume, then
 # runs kea-dhcp4 in the foreground. The generator applies later files with
@@ -11,6 +11,11 @@
 # (hosts-database, with no password in it): KEA_DB_PASSWORD is written into a password
 # file of mode 0600 that Kea's libpq reads (PGPASSFILE).
 #
+# Kea's pid file goes into a directory of this container, emptied first: in the shared
+# /run/kea volume (Debian's default) it outlives the container, and a restarted
+# kea-dhcp4, PID 1 again, would find its own PID in it and refuse to start
+# (DHCP4_ALREADY_RUNNING).
+#
 # Environment: KEA_CONF (default /var/lib/machinedb/dhcp/kea-dhcp4.conf), MACHINEDB_GID
 # (default 10001), KEA_DB_PASSWORD (unset: no password file).
 set -euo pipefail
@@ -18,6 +23,9 @@ set -euo pipefail
 CONF=${KEA_CONF:-/var/lib/machinedb/dhcp/kea-dhcp4.conf}
 GID=${MACHINEDB_GID:-10001}
 
+export KEA_PIDFILE_DIR=/run/kea-dhcp4 KEA_LOCKFILE_DIR=/run/kea-dhcp4
+rm -rf "$KEA_PIDFILE_DIR"
+install -d -m 0750 "$KEA_PIDFILE_DIR"
 install -d -o root -g "$GID" -m 2770 /run/kea
 install -d -m 0750 /var/lib/kea
 umask 0007
