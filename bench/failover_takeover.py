@@ -131,6 +131,7 @@ class Packet:
     xid: int
     mac: str
     server: str | None  # the server identifier (option 54)
+    secs: int = 0  # the client's seconds since it began (a server's load-balancing input)
 
 
 def decode(frame: bytes, at: float) -> Packet | None:
@@ -150,7 +151,7 @@ def decode(frame: bytes, at: float) -> Packet | None:
     bootp = frame[udp + 8 :]
     if len(bootp) < 240 or bootp[236:240] != b"\x63\x82\x53\x63":
         return None
-    (xid,) = struct.unpack("!I", bootp[4:8])
+    xid, secs = struct.unpack("!IH", bootp[4:10])
     hlen = min(bootp[2], 16)
     mac = ":".join(f"{b:02x}" for b in bootp[28 : 28 + hlen])
     kind: int | None = None
@@ -171,7 +172,7 @@ def decode(frame: bytes, at: float) -> Packet | None:
         i += 2 + size
     if kind is None:
         return None
-    return Packet(at=at, kind=kind, xid=xid, mac=mac, server=server)
+    return Packet(at=at, kind=kind, xid=xid, mac=mac, server=server, secs=secs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +184,7 @@ class Exchange:
     xid: int
     mac: str
     answers: tuple[tuple[float, str | None], ...] = ()  # (arrival, server identifier)
+    secs: int = 0
 
     @property
     def answered(self) -> bool:
@@ -212,7 +214,7 @@ def exchanges(packets: Iterable[Packet], drop_time: float = DROP_TIME) -> list[E
             if entry is not None and packet.at - entry[0].at <= drop_time:
                 entry[1].append((packet.at, packet.server))
     return [
-        Exchange(sent=p.at, kind=p.kind, xid=p.xid, mac=p.mac, answers=tuple(answers))
+        Exchange(sent=p.at, kind=p.kind, xid=p.xid, mac=p.mac, answers=tuple(answers), secs=p.secs)
         for p, answers in found
     ]
 
@@ -315,6 +317,7 @@ def takeover(
         "requests_unanswered_after": sum(1 for e in requests if e.sent >= loss and not e.answered),
         "answers_before": count_servers(before),
         "answers_after": count_servers(after),
+        "secs_max_after": max((e.secs for e in after), default=0),
         "windows": [asdict(w) for w in bins],
     }
 
@@ -640,7 +643,11 @@ def perfdhcp(lab: Lab, args: argparse.Namespace, seconds: int, mac_file: Path) -
     cmd = dhcp_availability.perfdhcp_command(
         lab.seg.servers[0], rate=args.rate, seconds=seconds, clients=len(lab.clients)
     )
-    return [*cmd, "-M", str(mac_file)]
+    cmd += ["-M", str(mac_file)]
+    if args.secs and seconds == args.seconds:
+        # from the loss on, secs = seconds since -Y + 1: clients that get no answer
+        cmd += ["-Y", str(int(args.kill_at)), "-y", str(args.seconds)]
+    return cmd
 
 
 def run_once(
@@ -761,6 +768,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any] | None:
         "rate": args.rate,
         "clients": args.clients,
         "seconds": args.seconds,
+        "secs": args.secs,
         "machine": dhcp_lab.machine(),
         "wall_seconds": time.monotonic() - started,
         "runs": runs,
@@ -808,7 +816,8 @@ def report(run: dict[str, Any]) -> None:
     print(
         f"\n{run['server']} pair, loss {run['loss']}, timers {run['timers']},"
         f" {run['clients']} {run['clients_kind']} MACs, perfdhcp -r {run['rate']}"
-        f" -p {run['seconds']}; machine: {run['machine']};"
+        f" -p {run['seconds']}{' with secs counting from the loss' if run.get('secs') else ''};"
+        f" machine: {run['machine']};"
         f" wall time {run['wall_seconds'] / 60:.1f} min"
     )
     first = run["runs"][0]
@@ -841,6 +850,7 @@ def report(run: dict[str, Any]) -> None:
     for r in run["runs"]:
         print(f"\nrun {r['run']}: survivor's states (s after the loss): "
               + ", ".join(f"{t:+.2f} {state}" for t, state in r["states"]))  # fmt: skip
+        print(f"highest secs field after the loss: {r.get('secs_max_after', 0)}")
         print("windows of 100 ms from 1 s before the loss (at '|'):")
         line, who = timeline(r, r["primary"], r["secondary"]).split("\n")
         print("  " + line[:10] + "|" + line[10:])
@@ -858,6 +868,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=40, help="distinct MACs")
     parser.add_argument("--seconds", type=int, default=25, help="perfdhcp's test period")
     parser.add_argument("--kill-at", type=float, default=8.0, help="seconds into the run")
+    parser.add_argument(
+        "--secs",
+        action="store_true",
+        help="from --kill-at on, perfdhcp's secs field counts up (-Y/-y), as a client's"
+        " does while it gets no answer (ISC's load-balance-max-seconds, Kea's max-ack-delay)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw measurements here")
     parser.add_argument("--from-json", type=Path, help="report a saved --json run")
     args = parser.parse_args(argv)
@@ -865,6 +881,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--clients must be in 1..{POOL[0] - RESERVED_BASE}")
     if not 0 < args.kill_at < args.seconds:
         parser.error("--kill-at must fall inside --seconds")
+    if args.secs and args.kill_at != int(args.kill_at):
+        parser.error("--secs needs a whole --kill-at (perfdhcp -Y takes seconds)")
     run = dhcp_lab.run_or_load(args, measure)
     if run is None:
         return 2

@@ -31,12 +31,13 @@ def frame(
     mac: str,
     *,
     server: str | None = None,
+    secs: int = 0,
     ports: tuple[int, int] = (67, 67),
     ethertype: bytes = b"\x08\x00",
 ) -> bytes:
     """An Ethernet frame holding a DHCP message (perfdhcp's relay ports by default)."""
     chaddr = bytes.fromhex(mac.replace(":", "")).ljust(16, b"\0")
-    bootp = struct.pack("!BBBBIHH16s", 1, 1, 6, 0, xid, 0, 0, b"\0" * 16) + chaddr
+    bootp = struct.pack("!BBBBIHH16s", 1, 1, 6, 0, xid, secs, 0, b"\0" * 16) + chaddr
     options = b"\x63\x82\x53\x63" + bytes([53, 1, kind])
     if server is not None:
         options += bytes([54, 4]) + socket.inet_aton(server)
@@ -50,8 +51,9 @@ def test_decode_reads_kind_xid_mac_and_server(ft: ModuleType) -> None:
     offer = ft.decode(frame(2, 0xABCDEF01, "02:5e:00:00:00:07", server=PRIMARY), 12.5)
     assert offer == ft.Packet(at=12.5, kind=2, xid=0xABCDEF01, mac="02:5e:00:00:00:07",
                               server=PRIMARY)  # fmt: skip
-    client = ft.decode(frame(1, 1, "02:5e:00:00:00:07", ports=(68, 67)), 1.0)
+    client = ft.decode(frame(1, 1, "02:5e:00:00:00:07", secs=9, ports=(68, 67)), 1.0)
     assert client is not None and client.kind == 1 and client.server is None
+    assert client.secs == 9
 
 
 @pytest.mark.parametrize(
