@@ -40,16 +40,28 @@ COMPOSE_SECRETS = ROOT / "scripts" / "compose-secrets"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DHCPD = "/usr/sbin/dhcpd"
 
-APP_SERVICES = ("migrate", "relay", "generator", "generator-kea", "generator-a", "generator-b")
-DAEMONS = ("relay", "generator", "generator-kea", "generator-a", "generator-b")
+DAEMONS = (
+    "relay",
+    "generator",
+    "generator-kea",
+    "generator-a",
+    "generator-b",
+    "generator-kea-a",
+    "generator-kea-b",
+)
+APP_SERVICES = ("migrate", *DAEMONS, "kea-agent-config-a", "kea-agent-config-b")
 GENERATORS = {
     "generator": "isc",
     "generator-kea": "kea",
     "generator-a": "isc",
     "generator-b": "isc",
+    "generator-kea-a": "kea",
+    "generator-kea-b": "kea",
 }
 # The failover pair (profile pair): each peer's generator, its dhcpd, its dhcp_server row.
 PAIR_PEERS = (("generator-a", "dhcpd-a", "dhcp-a"), ("generator-b", "dhcpd-b", "dhcp-b"))
+# The Kea HA pair (profile kea-pair): each server's side, its dhcp_server row and database.
+KEA_PAIR_SIDES = (("a", "dhcp-a", "kea_a"), ("b", "dhcp-b", "kea_b"))
 DEFAULT_DESTINATION = "/topic/VirtualTopic.machinedb.changes"
 AMQ_NS = "{http://activemq.apache.org/schema/core}"
 SECRETS_DIR = "${MACHINEDB_SECRETS_DIR:-./secrets}"
@@ -66,13 +78,7 @@ SECRET_FILES = {
 APP_SECRETS = ("relay.url", "generator.url", "omapi.key")  # owned by the image's uid
 OMAPI_KEY = re.compile(r'key omapi_key \{ algorithm hmac-md5; secret "([A-Za-z0-9+/=]+)"; \};\n')
 OMAPI_PORT = 7911
-BROKER_USER = {
-    "relay": "relay",
-    "generator": "generator",
-    "generator-kea": "generator",
-    "generator-a": "generator",
-    "generator-b": "generator",
-}
+BROKER_USER = {"relay": "relay", **{name: "generator" for name in GENERATORS}}
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +205,9 @@ def test_all_services_exist(services: dict[str, dict[str, Any]]) -> None:
     assert expected <= set(services)
     for name in ("generator-a", "generator-b", "dhcpd-a", "dhcpd-b"):
         assert services[name]["profiles"] == ["pair"], name
+    for side, _, _ in KEA_PAIR_SIDES:
+        for kind in ("kea-db-init", "generator-kea", "kea", "kea-agent-config", "kea-agent"):
+            assert services[f"{kind}-{side}"]["profiles"] == ["kea-pair"], f"{kind}-{side}"
     assert services["kea"]["profiles"] == ["kea"]
     assert services["generator-kea"]["profiles"] == ["kea"]
 
@@ -279,11 +288,16 @@ def test_no_password_is_written_inline(compose: dict[str, Any]) -> None:
 def test_dependencies_wait_for_the_right_state(services: dict[str, dict[str, Any]]) -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in DAEMONS:
-        kea_db = {"kea-db-init": {"condition": "service_completed_successfully"}}
+        # a Kea generator waits for its own hosts database
+        kea_db = {
+            name.replace("generator-kea", "kea-db-init"): {
+                "condition": "service_completed_successfully"
+            }
+        }
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "activemq": {"condition": "service_healthy"},
-            **(kea_db if name == "generator-kea" else {}),
+            **(kea_db if name.startswith("generator-kea") else {}),
         }, name
 
 
@@ -503,7 +517,7 @@ def test_generators_use_distinct_consumers(services: dict[str, dict[str, Any]]) 
 @pytest.mark.parametrize(
     ("name", "server"),
     [("generator", "dhcpd"), ("generator-kea", "kea"), ("generator-a", "dhcpd-a"),
-     ("generator-b", "dhcpd-b")],
+     ("generator-b", "dhcpd-b"), ("generator-kea-a", "kea-a"), ("generator-kea-b", "kea-b")],
 )  # fmt: skip
 def test_generator_writes_where_its_server_reads(
     services: dict[str, dict[str, Any]], name: str, server: str
@@ -515,9 +529,9 @@ def test_generator_writes_where_its_server_reads(
     assert output is not None
     volume = next(m["source"] for m in mounts(generator) if output.startswith(m["target"]))
     assert any(m["source"] == volume for m in mounts(dhcp))
-    conf_var = "KEA_CONF" if server == "kea" else "DHCPD_CONF"
+    conf_var = "KEA_CONF" if server.startswith("kea") else "DHCPD_CONF"
     assert environment(dhcp)[conf_var] == output
-    if "pair" not in dhcp.get("profiles", []):
+    if set(dhcp.get("profiles", [])) <= {"kea"}:  # the pairs run on bridges of their own
         assert dhcp["network_mode"] == "host"
     if server.startswith("dhcpd"):
         reload_command = option(cmd, "--reload-command")
@@ -663,8 +677,8 @@ def compose_cli() -> list[str] | None:
 
 @pytest.mark.parametrize(
     "profile",
-    [[], ["--profile", "kea"], ["--profile", "pair"]],
-    ids=["default", "kea", "pair"],
+    [[], ["--profile", "kea"], ["--profile", "pair"], ["--profile", "kea-pair"]],
+    ids=["default", "kea", "pair", "kea-pair"],
 )
 def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
     cli = compose_cli()
@@ -1058,6 +1072,201 @@ def test_the_pair_profile_is_documented() -> None:
     assert "NTP" in operations and "ha-maintenance-start" in operations
 
 
+# ---- the Kea HA pair (profile kea-pair) ----------------------------------------------------
+
+KEA_PAIR_UP = (
+    "docker compose --profile kea-pair up -d relay generator-kea-a generator-kea-b"
+    " kea-a kea-b kea-agent-a kea-agent-b"
+)
+AGENT_CONF = "/var/lib/machinedb/dhcp/kea-ctrl-agent.conf"
+
+
+def segment_address(service: dict[str, Any], network: str) -> ipaddress.IPv4Address:
+    address = ipaddress.ip_address(default_of(service["networks"][network]["ipv4_address"]))
+    assert isinstance(address, ipaddress.IPv4Address)
+    return address
+
+
+def test_each_kea_server_has_its_own_server_consumer_database_agent_and_volumes(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """Two servers, each with a generator rendering its own dhcp_server's side from its
+    own queue into its own Kea hosts database and config volume, its kea-dhcp4 reading
+    them, and its kea-ctrl-agent at a fixed address (the pair row's) on the pair's
+    bridge, sharing the control socket's volume and reading the config its one-shot
+    writes."""
+    (ipam,) = compose["networks"]["kea-pair"]["ipam"]["config"]
+    segment = ipaddress.ip_network(default_of(ipam["subnet"]))
+    docker_range = ipaddress.ip_network(default_of(ipam["ip_range"]))
+    gateway = ipaddress.ip_address(default_of(ipam["gateway"]))
+    assert docker_range.subnet_of(segment)  # type: ignore[arg-type]
+    isc_consumers = {environment(services[name])["DHCP_CONSUMER"] for name, _, _ in PAIR_PEERS}
+    seen: dict[str, set[object]] = {}
+    for side, server, database in KEA_PAIR_SIDES:
+        generator, kea = services[f"generator-kea-{side}"], services[f"kea-{side}"]
+        agent, one_shot = services[f"kea-agent-{side}"], services[f"kea-agent-config-{side}"]
+        init = services[f"kea-db-init-{side}"]
+        env = {key: default_of(value) for key, value in environment(generator).items()}
+        assert env["DHCP_SERVER"] == server
+        assert env["DHCP_CONSUMER"] not in isc_consumers, "never a queue of the ISC pair's"
+        # its own hosts database: made by its own init, written by its generator only,
+        # read by its own kea-dhcp4
+        assert environment(init)["KEA_DB_NAME"] == database
+        writer = env["KEA_HOSTS_DATABASE_URL"]
+        assert writer.startswith("postgresql://kea_writer:")
+        assert writer.endswith(f"@postgres:5432/{database}")
+        assert env["KEA_HOSTS_READER_URL"] == f"postgresql://kea_reader@postgres:5432/{database}"
+        completed = {"condition": "service_completed_successfully"}
+        assert generator["depends_on"][f"kea-db-init-{side}"] == completed
+        assert kea["depends_on"] == {f"kea-db-init-{side}": completed}
+        assert "KEA_DB_PASSWORD" in environment(kea)
+        # the volumes: config (generator, kea, the one-shot, the agent read-only), the
+        # control socket (generator, kea, agent), the leases (kea)
+        config = mount_for(kea, "/var/lib/machinedb/dhcp")["source"]
+        run = mount_for(kea, "/run/kea")["source"]
+        leases = mount_for(kea, "/var/lib/kea")["source"]
+        for service in (generator, one_shot, agent):
+            assert mount_for(service, "/var/lib/machinedb/dhcp")["source"] == config
+        assert mount_for(agent, "/var/lib/machinedb/dhcp")["read_only"]
+        for service in (generator, agent):
+            assert mount_for(service, "/run/kea")["source"] == run
+        socket = option(command(generator), "--kea-control-socket")
+        assert socket == option(command(one_shot), "--kea-control-socket")
+        assert socket is not None and socket.startswith("/run/kea/")
+        assert kea["healthcheck"]["test"] == ["CMD", "test", "-S", socket]
+        # the agent's config: written by the one-shot for this server, where the agent
+        # waits for it; the one-shot is started again until the pair row exists
+        assert environment(one_shot)["DHCP_SERVER"] == server
+        assert option(command(one_shot), "--kea-ctrl-agent-config") == AGENT_CONF
+        assert option(command(one_shot), "--format") == "kea"
+        assert environment(agent)["KEA_CTRL_AGENT_CONF"] == AGENT_CONF
+        assert one_shot["restart"] == "on-failure"
+        assert agent["entrypoint"] == ["/usr/local/bin/kea-ctrl-agent-entrypoint"]
+        assert agent["depends_on"][f"kea-agent-config-{side}"] == {"condition": "service_started"}
+        # the addresses: fixed ones Docker never hands out, the agent's apart from its
+        # server's; kea-dhcp4 also on the compose network, for its database
+        agent_address = segment_address(agent, "kea-pair")
+        kea_address = segment_address(kea, "kea-pair")
+        for address in (agent_address, kea_address):
+            assert address in segment and address not in docker_range and address != gateway
+        assert agent_address != kea_address
+        assert list(agent["networks"]) == ["kea-pair"], "no way to the database or the broker"
+        assert sorted(kea["networks"]) == ["default", "kea-pair"]
+        assert "kea-pair" not in generator.get("networks", []), "it talks to the socket"
+        for name, service in ((f"kea-{side}", kea), (f"kea-agent-{side}", agent)):
+            assert "network_mode" not in service and "ports" not in service, name
+            assert service["build"] == services["kea"]["build"], name
+            assert service["image"] == services["kea"]["image"], name
+            assert service["restart"] == "unless-stopped", name
+        metrics_port = option(command(generator), "--metrics-port")
+        assert generator["expose"] == [metrics_port]
+        values = {
+            "server": server,
+            "consumer": env["DHCP_CONSUMER"],
+            "database": database,
+            "agent address": agent_address,
+            "kea address": kea_address,
+            "config": config,
+            "run": run,
+            "leases": leases,
+            "metrics": metrics_port,
+        }
+        for key, value in values.items():
+            seen.setdefault(key, set()).add(value)
+    assert all(len(values) == 2 for values in seen.values()), seen
+    pair_volumes = seen["config"] | seen["run"] | seen["leases"]
+    assert pair_volumes <= set(compose["volumes"])
+    members = {
+        f"{kind}-{side}"
+        for side, _, _ in KEA_PAIR_SIDES
+        for kind in ("generator-kea", "kea", "kea-agent", "kea-agent-config")
+    }
+    for name, service in services.items():
+        if name not in members:
+            assert not {m["source"] for m in mounts(service)} & pair_volumes, name
+
+
+def test_the_kea_pair_generators_run_the_kea_generators_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    def without_metrics_port(cmd: list[str]) -> list[str]:
+        index = cmd.index("--metrics-port")
+        return cmd[:index] + cmd[index + 2 :]
+
+    single = without_metrics_port(command(services["generator-kea"]))
+    for side, _, _ in KEA_PAIR_SIDES:
+        name = f"generator-kea-{side}"
+        assert without_metrics_port(command(services[name])) == single, name
+        assert services[name]["restart"] == "unless-stopped"
+
+
+def test_the_kea_pair_databases_are_made_one_after_the_other(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Both inits run db-init.sh as the kea profile's does, each for its own database;
+    both make the logins kea_writer and kea_reader, so the second waits for the first."""
+    single = services["kea-db-init"]
+    for side, _, database in KEA_PAIR_SIDES:
+        init = services[f"kea-db-init-{side}"]
+        for key in ("build", "image", "entrypoint", "restart"):
+            assert init[key] == single[key], (side, key)
+        env = environment(init)
+        assert env == {**environment(single), "KEA_DB_NAME": database}
+        assert init["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert services["kea-db-init-b"]["depends_on"]["kea-db-init-a"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_the_kea_pair_segment_is_a_bridge_of_its_own(compose: dict[str, Any]) -> None:
+    network = compose["networks"]["kea-pair"]
+    assert network["driver"] == "bridge"
+    assert network["driver_opts"]["com.docker.network.bridge.name"] == "mdb-kea-pair"
+    assert "internal" not in network, "the servers serve clients on it"
+    subnets = {
+        name: ipaddress.ip_network(default_of(net["ipam"]["config"][0]["subnet"]))
+        for name, net in compose["networks"].items()
+        if net and "ipam" in net
+    }
+    for name, subnet in subnets.items():
+        if name != "kea-pair":
+            assert not subnet.overlaps(subnets["kea-pair"]), name  # type: ignore[arg-type]
+
+
+def test_the_kea_image_runs_the_agent_and_no_stale_pid_file_stops_kea() -> None:
+    """A pid file left by the previous start holds PID 1 (kea-dhcp4 or the agent, each
+    PID 1 of its container), which the restarted daemon has itself: Kea 2.2 then
+    refuses to start ("already running", tried). Both entrypoints empty a pid directory
+    of their container's own before they start Kea."""
+    dockerfile = (ROOT / "deploy" / "kea" / "Dockerfile").read_text()
+    assert "kea-ctrl-agent" in dockerfile
+    agent = ROOT / "deploy" / "kea" / "ctrl-agent-entrypoint.sh"
+    assert "COPY ctrl-agent-entrypoint.sh /usr/local/bin/kea-ctrl-agent-entrypoint" in dockerfile
+    assert os.access(agent, os.X_OK)
+    for script in (agent, ROOT / "deploy" / "kea" / "entrypoint.sh"):
+        text = script.read_text()
+        assert text.startswith("#!/bin/bash\n") and "set -euo pipefail" in text
+        assert re.search(r"^export KEA_PIDFILE_DIR=/run/kea-[a-z0-9-]+ ", text, re.MULTILINE)
+        assert 'rm -rf "$KEA_PIDFILE_DIR"' in text
+        assert text.index('rm -rf "$KEA_PIDFILE_DIR"') < text.index("exec /usr/sbin/kea-")
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    assert 'exec /usr/sbin/kea-ctrl-agent -c "$CONF"' in agent.read_text()
+
+
+def test_the_kea_pair_profile_is_documented() -> None:
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    assert KEA_PAIR_UP in COMPOSE_FILE.read_text() and KEA_PAIR_UP in deployment
+    section = deployment.split("\n## A Kea HA pair\n", 1)[1].split("\n## ", 1)[0]
+    sql = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    assert "'kea-hot-standby'" in sql and "primary_port" in sql and "secondary_port" in sql
+    assert "no Docker engine" in section
+    assert "tests/integration/test_compose_kea_pair.py" in section
+    assert "this profile does not run one" not in deployment
+    assert "kea-pair" in operations and "9106" in operations
+
+
 # ---- Kea's hosts database (profile kea) ----------------------------------------------------
 
 KEA_DB_INIT = ROOT / "deploy" / "kea" / "db-init.sh"
@@ -1279,7 +1488,7 @@ def test_docker_compose_accepts_the_rabbitmq_override() -> None:
             pytest.fail("docker-compose is required under CI=true (apt-get install docker-compose)")
         pytest.skip("docker-compose is not installed")
     files = ["-f", str(COMPOSE_FILE), "-f", str(RABBITMQ_OVERRIDE)]
-    for profile in ([], ["--profile", "kea"], ["--profile", "pair"]):
+    for profile in ([], ["--profile", "kea"], ["--profile", "pair"], ["--profile", "kea-pair"]):
         result = subprocess.run(
             [*cli, "--project-directory", str(ROOT), *files, *profile, "config"],
             capture_output=True,
