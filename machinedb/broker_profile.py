@@ -4,8 +4,8 @@ The contract (docs: DESIGN "Broker mapping") names a topic, ``/topic/VirtualTopi
 and one durable queue per consumer, ``Consumer.<name>.VirtualTopic.X``, that receives
 every message published to the topic:
 
-- ActiveMQ builds that queue itself from the VirtualTopic naming (declared in
-  ``activemq.xml`` so it exists before the first subscriber): a consumer reads
+- ActiveMQ builds that queue itself from the VirtualTopic naming, at its first
+  subscription (or declared in ``activemq.xml``): a consumer reads
   ``/queue/Consumer.<name>.VirtualTopic.X``.
 - RabbitMQ's STOMP plugin publishes ``/topic/X`` to ``amq.topic`` with routing key X.
   The consumer's queue is a durable, non-auto-delete queue bound to it, declared by a
@@ -17,8 +17,11 @@ The two brokers differ beyond names, and the profile says how:
 - A receipt on COMMIT: ActiveMQ sends it once the transaction is stored; RabbitMQ sends
   it at once, and confirms each SEND (with a receipt) only once its queues have it. So
   on RabbitMQ every SEND carries its own receipt and there is no transaction.
-- RabbitMQ confirms a message that no queue takes, and drops it: its consumer queues
-  must exist before anything is published.
+- RabbitMQ confirms a message that no queue takes, and drops it. Nothing is lost by
+  that: a generator subscribes (creating its queue) before its first full read of the
+  database, so what was published before its queue existed is in that read. Declaring
+  a queue up front is for a queue type (quorum); an undeclared-and-unread queue cannot
+  grow (docs/deployment.md, "Consumer queues").
 - NACK: ActiveMQ sends the message to its DLQ, RabbitMQ requeues it (unless
   ``requeue:false``). The generator never NACKs: it acknowledges what it has applied
   and leaves the rest for redelivery.
