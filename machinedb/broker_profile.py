@@ -19,9 +19,9 @@ The two brokers differ beyond names, and the profile says how:
   on RabbitMQ every SEND carries its own receipt and there is no transaction.
 - RabbitMQ confirms a message that no queue takes, and drops it. Nothing is lost by
   that: a generator subscribes (creating its queue) before its first full read of the
-  database, so what was published before its queue existed is in that read. Declaring
-  a queue up front is for a queue type (quorum); an undeclared-and-unread queue cannot
-  grow (docs/deployment.md, "Consumer queues").
+  database, so what was published before its queue existed is in that read. Declare a
+  queue up front only to choose its type (quorum): a declared queue that no generator
+  reads fills up (docs/deployment.md, "Consumer queues").
 - NACK: ActiveMQ sends the message to its DLQ, RabbitMQ requeues it (unless
   ``requeue:false``). The generator never NACKs: it acknowledges what it has applied
   and leaves the rest for redelivery.
