@@ -280,8 +280,10 @@ def takeover(
     bins = windows(found, loss=loss, end=end, width=width)
     first_window = next((w.start for w in bins if w.start >= 0 and w.answered), None)
     first_any = next((e.sent - loss for e in after if e.answered), None)
+    # answered by the survivor (a DISCOVER sent at the loss may still reach the primary)
     first_primary = next(
-        (e.sent - loss for e in after if e.answered and e.mac in primary_macs), None
+        (e.sent - loss for e in after if e.mac in primary_macs and e.servers - {primary}),
+        None,
     )
     unanswered_after = [e for e in after if not e.answered]
     requests = [e for e in decided if e.kind == REQUEST]
@@ -597,8 +599,8 @@ def lose_primary(lab: Lab, loss: str) -> float:
     view = kill["view"]
     moment = None
     if loss == "silent":
-        moment = time.time()
         netns._ip("-n", view.server_ns, "link", "set", view.server_if, "down")
+        moment = time.time()  # the link is down: nothing the primary sends arrives
     kill["generator"].kill()
     kill["generator"].wait()
     if lab.server == "isc":
@@ -681,6 +683,7 @@ def run_once(
                 timeout=WARM_UP + PERFDHCP_GRACE, check=False,
             )  # fmt: skip
             load = os.getloadavg()
+            ha_log: list[str] = []  # Kea: the survivor's HA log lines
             capture = Capture(seg.client_ns, seg.client_if)
             states = IscStates(lab.kill["survivor"]) if args.server == "isc" else None
             cmd = perfdhcp(lab, args, args.seconds, mac_file)
@@ -706,6 +709,7 @@ def run_once(
                     (at, f"{old}->{new}")
                     for at, old, new in kea_transitions(log, after=perf_start - 5)
                 ]
+                ha_log = [line for line in log.splitlines() if " HA_" in line][-40:]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     found = exchanges(packets)
@@ -725,6 +729,7 @@ def run_once(
         "warm_up": dhcp_availability.parse(warm.stdout),
         "command": " ".join(cmd),
         "packets": len(packets),
+        "survivor_ha_log": ha_log,
         "output": output[-3000:],
         "warm_up_output": warm.stdout[-1500:] + warm.stderr[-500:],
         **figures,

@@ -170,3 +170,18 @@ def test_macs_are_distinct_and_locally_administered(ft: ModuleType) -> None:
     found = ft.macs(300, 7)
     assert len(set(found)) == 300
     assert all(int(mac[:2], 16) & 0x03 == 0x02 for mac in found)
+
+
+def test_the_primarys_own_late_answer_is_no_takeover(ft: ModuleType) -> None:
+    """A DISCOVER sent just as the link went down may still be answered by the primary:
+    its clients count as served again only once the survivor answers them."""
+    found = [
+        ft.Exchange(sent=4.0, kind=1, xid=1, mac="a", answers=((4.001, PRIMARY),)),
+        ft.Exchange(sent=5.001, kind=1, xid=2, mac="a", answers=((5.002, PRIMARY),)),
+        ft.Exchange(sent=6.0, kind=1, xid=3, mac="a"),
+        ft.Exchange(sent=7.0, kind=1, xid=4, mac="a", answers=((7.001, SECONDARY),)),
+    ]
+    r = ft.takeover(found, loss=5.0, end=8.0, primary=PRIMARY, secondary=SECONDARY)
+    assert r["gap_any"] == pytest.approx(0.001)
+    assert r["gap_primary_clients"] == pytest.approx(2.0)
+    assert r["answers_after"] == {PRIMARY: 1, SECONDARY: 1}
