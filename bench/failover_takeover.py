@@ -15,8 +15,10 @@ ISC's ``perfdhcp`` (Debian's kea-admin) runs in the client namespace on the brid
 (``-M``): ``pool`` MACs have no reservation (pool leases, the load-balanced half of
 ISC failover), ``reserved`` MACs each have a host row. A warm-up run gives every MAC its
 lease first, so the measured run sees renewals, not first allocations (dhcpd pings an
-address before its first allocation). In the measured run the primary is lost
-``--kill-at`` seconds in:
+address before its first allocation). perfdhcp acts as a relay (giaddr: its address on
+the bridge; the servers answer it by unicast). perfdhcp sends ``secs`` 0; with
+``--secs`` it counts up from the loss (``-Y``/``-y``), as a client's does while it gets
+no answer. In the measured run the primary is lost ``--kill-at`` seconds in:
 
 * kill: SIGKILL of the primary's generator, then its DHCP server (the moment measured),
   then (Kea) its kea-ctrl-agent: the kernel closes the server's connections at once;
@@ -38,7 +40,9 @@ heartbeat 10 s, max-response-delay 60 s, max-ack-delay 5 s, max-unacked-clients 
 
     .venv/bin/python bench/failover_takeover.py [--server isc|kea] [--runs 3]
         [--loss kill|silent] [--timers test|default] [--clients-kind pool|reserved]
-        [--rate 50] [--clients 40] [--seconds 25] [--kill-at 8] [--json FILE]
+        [--secs] [--rate 50] [--clients 40] [--seconds 25] [--kill-at 8] [--json FILE]
+
+docs/benchmarks.md ("Failover takeover") has the figures and what they mean.
 """
 
 from __future__ import annotations
