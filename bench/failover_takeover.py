@@ -833,8 +833,9 @@ def report(run: dict[str, Any]) -> None:
     print(f"timers in the row: {first['timers']}")
     print(f"command: {first['command']}")
     print(
-        "\n| run | load | lost at | no-answer gap (window) | first answer | primary's clients"
-        " answered again | last unanswered | unanswered after (primary's clients) |"
+        "\n| run | load | lost at | first window with an answer | first answer |"
+        " primary's clients served by the survivor | last unanswered |"
+        " unanswered after (primary's clients) |"
         " REQUESTs unanswered | unanswered before / silent windows | answers before"
         " (p/s) | answers after (p/s) | perfdhcp drops |"
     )
