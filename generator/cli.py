@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=Path,
         help="Kea HA: write the kea-ctrl-agent config of --server's side of its pair"
-        " (dhcp_failover, mode kea-hot-standby or kea-load-balancing) to PATH, then exit:"
-        " it listens on this server's pair address and port and forwards to"
+        " (dhcp_failover, mode kea-hot-standby, the default, or kea-load-balancing) to PATH,"
+        " then exit: it listens on this server's pair address and port and forwards to"
         f" --kea-control-socket (default {render_options.KEA_CONTROL_SOCKET}); needs --format"
         " kea and --server",
     )
@@ -447,7 +447,7 @@ def _ctrl_agent_config(config: settings.Settings, target: Path) -> int:
         "wrote the kea-ctrl-agent config of %s (pair %s, %s) to %s: listening on %s port %d",
         pair.server_name,
         pair.name,
-        pair.mode,
+        pair.effective_mode(render_kea_ha.FORMAT),
         target,
         pair.address,
         pair.port,

@@ -37,7 +37,8 @@ from generator import errors, model, render_isc, render_options, validate
 
 logger = logging.getLogger(__name__)
 
-# The output format that can run each mode.
+# The output format that can run each mode. A pair without a mode runs on either, in
+# that server's default mode (model.Failover.effective_mode).
 MODE_FORMATS = {"isc-failover": "isc", "kea-hot-standby": "kea", "kea-load-balancing": "kea"}
 # Both roles of a pair, in every mode: Kea's standby (hot-standby) is the 'secondary'.
 ROLES = ("primary", "secondary")
@@ -135,18 +136,20 @@ def check_side(side: model.Failover, *, fmt: str) -> list[validate.Problem]:
 
 
 def _kind_faults(side: model.Failover, fmt: str) -> list[tuple[str, str]]:
-    """The pair's name, its mode against the output format, the role, the peer names."""
+    """The pair's name, its mode against the output format (a pair without a mode fits
+    either: it runs in the format's default mode), the role, the peer names."""
     found = []
     if _PLAIN_NAME.fullmatch(side.name) is None:
         found.append(("failover_name_plain", f"pair name {_show(side.name)} is not a plain name"))
-    if side.mode not in MODE_FORMATS:
+    mode = side.effective_mode(fmt)
+    if mode not in MODE_FORMATS:
         modes = ", ".join(MODE_FORMATS)
-        found.append(("failover_mode_known", f"mode {_show(side.mode)} is none of {modes}"))
-    elif MODE_FORMATS[side.mode] != fmt:
-        detail = f"mode {side.mode} cannot be rendered as {fmt} (it needs --format"
-        found.append(("failover_mode_format", f"{detail} {MODE_FORMATS[side.mode]})"))
+        found.append(("failover_mode_known", f"mode {_show(mode)} is none of {modes}"))
+    elif MODE_FORMATS[mode] != fmt:
+        detail = f"mode {mode} cannot be rendered as {fmt} (it needs --format"
+        found.append(("failover_mode_format", f"{detail} {MODE_FORMATS[mode]})"))
     if side.role not in ROLES:
-        detail = f"role {_show(side.role)} does not fit mode {_show(side.mode)}"
+        detail = f"role {_show(side.role)} does not fit mode {_show(mode)}"
         found.append(("failover_role_known", f"{detail} (primary or secondary)"))
     if side.server_name.lower() == side.peer_name.lower():
         detail = f"both peers are named {_show(side.server_name)}; each needs its own name"

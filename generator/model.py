@@ -21,6 +21,10 @@ ARCHITECTURES: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("file_uefi_arm64", (11,)),
 )
 
+# A pair row without a mode (dhcp_failover.mode NULL, migration 0009) runs in the mode
+# of the kind of server it is rendered for: by output format ('--format').
+DEFAULT_MODES = {"isc": "isc-failover", "kea": "kea-hot-standby"}
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Boot:
@@ -55,7 +59,9 @@ class Failover:
     ``--server`` scope): its role, its own endpoint and its partner's, and the timers."""
 
     name: str  # the peer name both servers' configs use
-    mode: str  # 'isc-failover', 'kea-hot-standby' or 'kea-load-balancing'
+    # 'isc-failover', 'kea-hot-standby' or 'kea-load-balancing'; None: the server's
+    # default (DEFAULT_MODES). Read it through effective_mode.
+    mode: str | None
     role: str  # 'primary' or 'secondary' (Kea hot-standby: the standby)
     server_name: str  # this server's dhcp_server.name (Kea: this-server-name)
     peer_name: str  # the partner's dhcp_server.name
@@ -73,6 +79,11 @@ class Failover:
     max_response_delay_ms: int = 60000
     max_ack_delay_ms: int = 5000
     max_unacked_clients: int = 5
+
+    def effective_mode(self, fmt: str) -> str:
+        """The mode the pair runs in on a server of format ``fmt`` ('isc' or 'kea'): the
+        row's own, or, where the row leaves it NULL, that kind of server's default."""
+        return DEFAULT_MODES[fmt] if self.mode is None else self.mode
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

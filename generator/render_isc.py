@@ -21,6 +21,7 @@ HEADER = (
 INDENT = "  "
 # Option 93 (client architecture, RFC 4578) by the name the boot file conditions use.
 ARCH_OPTION = "option arch code 93 = unsigned integer 16;"
+FORMAT = "isc"  # model.Failover.effective_mode: a pair without a mode is ISC_FAILOVER here
 ISC_FAILOVER = "isc-failover"  # the dhcp_failover.mode dhcpd serves
 
 
@@ -118,10 +119,12 @@ def failover_block(pair: model.Failover) -> list[str]:
     """The ``failover peer`` declaration of this server's side of ``pair``: the only
     part of the file that differs between the two peers. Ports are explicit; ``mclt``
     and ``split`` belong to the primary alone (dhcpd refuses them on a secondary).
-    A pair in a Kea mode is refused: dhcpd would serve it as an ISC pair."""
-    if pair.mode != ISC_FAILOVER:
+    A pair in a Kea mode is refused: dhcpd would serve it as an ISC pair. A pair without
+    a mode is an ISC pair here."""
+    mode = pair.effective_mode(FORMAT)
+    if mode != ISC_FAILOVER:
         raise errors.UnsafeValue(
-            f"dhcp_failover {pair.name!r} is in mode {pair.mode!r}, a Kea HA pair: render it"
+            f"dhcp_failover {pair.name!r} is in mode {mode!r}, a Kea HA pair: render it"
             f" with --format kea, or set its mode to {ISC_FAILOVER!r}"
         )
     body = [

@@ -23,10 +23,11 @@ LOGGER = "kea-ctrl-agent"
 
 
 def render(pair: model.Failover, *, options: render_options.RenderOptions) -> str:
-    """The agent's JSON config for this server's side of ``pair`` (a Kea mode)."""
-    if pair.mode not in render_kea_ha.MODES:
+    """The agent's JSON config for this server's side of ``pair`` (a Kea mode, or none)."""
+    mode = pair.effective_mode(render_kea_ha.FORMAT)
+    if mode not in render_kea_ha.MODES:
         raise errors.UnsafeValue(
-            f"dhcp_failover {pair.name!r} is in mode {pair.mode!r}: ISC dhcpd's peers talk"
+            f"dhcp_failover {pair.name!r} is in mode {mode!r}: ISC dhcpd's peers talk"
             " directly, no kea-ctrl-agent serves them"
         )
     if not 1 <= pair.port <= 65535:

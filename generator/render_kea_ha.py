@@ -1,9 +1,10 @@
 """Kea HA: the hook section of a Kea server that is one side of a failover pair.
 
-A pair in mode ``kea-hot-standby`` or ``kea-load-balancing`` (``model.Failover``)
-loads ``libdhcp_lease_cmds.so`` (the partner's lease updates arrive as its commands)
-and ``libdhcp_ha.so``. Both sides render the same peer list, primary first, from the
-one ``dhcp_failover`` row: the two configs differ only in ``this-server-name``.
+A pair in mode ``kea-hot-standby`` or ``kea-load-balancing`` (``model.Failover``; a
+pair without a mode is in hot-standby, ``model.DEFAULT_MODES``) loads
+``libdhcp_lease_cmds.so`` (the partner's lease updates arrive as its commands) and
+``libdhcp_ha.so``. Both sides render the same peer list, primary first, from the one
+``dhcp_failover`` row: the two configs differ only in ``this-server-name``.
 Kea 2.2's peers talk through their ``kea-ctrl-agent`` (``render_kea_agent``), at the
 peer URLs rendered here.
 
@@ -23,6 +24,7 @@ JSON = dict[str, Any]
 
 LEASE_CMDS = "libdhcp_lease_cmds.so"
 HA = "libdhcp_ha.so"
+FORMAT = "kea"  # model.Failover.effective_mode: a pair without a mode is kea-hot-standby
 # dhcp_failover.mode → the hook's mode; ISC's own mode has no Kea rendering.
 MODES = {"kea-hot-standby": "hot-standby", "kea-load-balancing": "load-balancing"}
 ISC_MODE = "isc-failover"
@@ -46,14 +48,21 @@ def pair_of(subnets: Iterable[model.Subnet]) -> model.Failover | None:
         raise errors.UnsafeValue(f"the subnets of one scope carry different pairs: {names}")
     (pair,) = pairs
     assert pair is not None
-    if pair.mode not in MODES:
+    mode = pair.effective_mode(FORMAT)
+    if mode not in MODES:
         raise errors.UnsafeValue(
-            f"dhcp_failover {pair.name!r} is in mode {pair.mode!r}, for ISC dhcpd: render it"
+            f"dhcp_failover {pair.name!r} is in mode {mode!r}, for ISC dhcpd: render it"
             f" with --format isc, or set its mode to one of {', '.join(sorted(MODES))}"
         )
-    if pair.role not in ROLES[MODES[pair.mode]]:
+    if pair.role not in ROLES[MODES[mode]]:
         raise errors.UnsafeValue(f"dhcp_failover {pair.name!r}: role {pair.role!r} is unknown")
     return pair
+
+
+def hook_mode(pair: model.Failover) -> str:
+    """The hook's ``mode`` for ``pair`` (one ``pair_of`` accepted): ``hot-standby`` for a
+    pair without a mode."""
+    return MODES[pair.effective_mode(FORMAT)]
 
 
 def hooks_libraries(pair: model.Failover, *, hooks_dir: str) -> list[JSON]:
@@ -68,7 +77,7 @@ def hooks_libraries(pair: model.Failover, *, hooks_dir: str) -> list[JSON]:
 def _ha(pair: model.Failover) -> JSON:
     return {
         "this-server-name": pair.server_name,
-        "mode": MODES[pair.mode],
+        "mode": hook_mode(pair),
         "heartbeat-delay": pair.heartbeat_delay_ms,
         "max-response-delay": pair.max_response_delay_ms,
         "max-ack-delay": pair.max_ack_delay_ms,
@@ -79,7 +88,7 @@ def _ha(pair: model.Failover) -> JSON:
 
 def peers(pair: model.Failover) -> list[JSON]:
     """Both peers, the primary first, the same list on either side."""
-    roles = ROLES[MODES[pair.mode]]
+    roles = ROLES[hook_mode(pair)]
     mine = _peer(pair.server_name, pair.address, pair.port, roles[pair.role])
     other_role = "secondary" if pair.role == "primary" else "primary"
     theirs = _peer(pair.peer_name, pair.peer_address, pair.peer_port, roles[other_role])
@@ -118,7 +127,7 @@ def pools(
     """The subnet's pool: whole in hot-standby (the standby serves it only once its
     partner is down); in load-balancing its lower half for the primary's class and
     its upper half for the secondary's."""
-    if MODES[pair.mode] != "load-balancing":
+    if hook_mode(pair) != "load-balancing":
         return [{"pool": f"{start} - {end}"}]
     size = int(end) - int(start) + 1
     if size < 2:

@@ -1,7 +1,7 @@
 """Checks of a failover pair before anything is written (``generator.failover``): the
 classic mistakes of other projects' pairs, each refused with the pair and the rule
-named, on hand-built sides (the database refuses most of them, migration 0008); the
-renderer guard on both peers' ISC preambles; the clock skew against the database."""
+named, on hand-built sides (the database refuses most of them, migration 0008); a pair
+without a mode, which fits either format; the renderer guard on both peers' ISC preambles; the clock skew against the database."""
 
 from __future__ import annotations
 
@@ -76,6 +76,26 @@ def test_a_consistent_pair_passes_on_both_sides(mode: str, fmt: str) -> None:
     assert failover.check_sides(side, failover.partner(side)) == []
 
 
+@pytest.mark.parametrize("fmt", ["isc", "kea"])
+def test_a_pair_without_a_mode_fits_either_format(fmt: str) -> None:
+    """dhcp_failover.mode NULL (migration 0009) runs in the server's default mode: no
+    failover_mode_format on either side, the ISC renderer guard included."""
+    side = primary(mode=None)
+    assert failover.check(scope(side), fmt=fmt, options=OPTIONS) == ()
+    assert failover.check(scope(failover.partner(side)), fmt=fmt, options=OPTIONS) == ()
+    assert failover.partner(side).mode is None
+
+
+def test_the_effective_mode_is_the_rows_or_the_formats_default() -> None:
+    assert model.DEFAULT_MODES == {"isc": "isc-failover", "kea": "kea-hot-standby"}
+    assert [primary(mode=None).effective_mode(fmt) for fmt in ("isc", "kea")] == [
+        "isc-failover",
+        "kea-hot-standby",
+    ]
+    for mode in failover.MODE_FORMATS:  # an explicit mode wins, whatever the format
+        assert [primary(mode=mode).effective_mode(fmt) for fmt in ("isc", "kea")] == [mode] * 2
+
+
 def test_a_scope_without_a_pair_has_nothing_to_check() -> None:
     assert failover.check(scope(None), fmt="isc") == ()
     assert failover.check((), fmt="kea") == ()
@@ -133,6 +153,10 @@ def test_a_role_the_modes_do_not_have_is_refused(role: str) -> None:
         found = failover.check(scope(primary(role=role, mode=mode)), fmt=fmt)
         assert "failover_role_known" in rules(found), (mode, role)
         assert f"does not fit mode {mode!r}".replace("'", '"') in found[0].message
+    for fmt, mode in model.DEFAULT_MODES.items():  # no mode: the one it runs in is named
+        found = failover.check(scope(primary(role=role, mode=None)), fmt=fmt)
+        assert "failover_role_known" in rules(found), (fmt, role)
+        assert f'does not fit mode "{mode}"' in found[0].message
 
 
 # ---------------------------------------------------------------- endpoints
@@ -237,6 +261,17 @@ def test_a_mode_the_format_cannot_run_is_refused(mode: str, fmt: str, needs: str
 def test_an_unknown_mode_is_refused() -> None:
     problem = only(failover.check(scope(primary(mode="dhcp-failover")), fmt="isc"))
     assert problem.kind == "failover_mode_known"
+
+
+def test_sides_that_disagree_on_leaving_the_mode_out_are_not_one_pair() -> None:
+    """Both sides come from one row, so both have a mode or neither has: a side without
+    a mode beside one with the format's default is no pair, though they would render
+    alike."""
+    mine = primary(mode=None)
+    theirs = dataclasses.replace(failover.partner(mine), mode="isc-failover")
+    problem = only(failover.check_sides(mine, theirs))
+    assert problem.kind == "failover_same_pair"
+    assert "the peers disagree on mode" in problem.message
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """ISC failover pairs: both peers' files from one pair, identical but for the
 ``failover peer`` block; mclt and split on the primary only; explicit ports; pools
-that name the peer; reservations outside the pools; the real dhcpd accepts both."""
+that name the peer; reservations outside the pools; a pair without a mode is an ISC
+failover pair, a Kea pair is refused; the real dhcpd accepts both."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from generator import model, render_isc, render_options, validate
+from generator import errors, model, render_isc, render_options, validate
 from tests.unit import isc_syntax
 from tests.unit.conftest import Checker, Golden
 from tests.unit.inventories import interface, subnet
@@ -93,6 +94,21 @@ def test_pools_name_the_peer_and_reservations_stay_outside() -> None:
     assert len(hosts) == 2  # host blocks are top-level, never inside a pool
     # without a pair the file keeps its plain range
     assert "pool {" not in conf(None) and "failover" not in conf(None)
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary"])
+def test_a_pair_without_a_mode_is_an_isc_failover_pair(golden: Golden, role: str) -> None:
+    """dhcp_failover.mode NULL is dhcpd's own mode: the file is byte for byte the one of
+    an explicit isc-failover pair (the same golden)."""
+    text = conf(dataclasses.replace(side(role), mode=None))
+    assert text == conf(side(role))
+    golden(f"failover-{role}.isc.conf", text)
+
+
+@pytest.mark.parametrize("mode", ["kea-hot-standby", "kea-load-balancing"])
+def test_a_kea_pair_is_refused(mode: str) -> None:
+    with pytest.raises(errors.UnsafeValue, match=rf"mode '{mode}', a Kea HA pair"):
+        conf(dataclasses.replace(side("primary"), mode=mode))
 
 
 @given(

@@ -2,7 +2,7 @@
 ``this-server-name``; the hook libraries by absolute path, lease_cmds first; peers
 primary first with the mode's roles; load-balancing pools split for the ``HA_<name>``
 classes; explicit subnet ids; the kea-ctrl-agent config of each server where its
-partner's config looks for it; refusals of a pair in the other server's mode; the real
+partner's config looks for it; a pair without a mode in hot-standby; refusals of a pair in the other server's mode; the real
 kea-dhcp4 and kea-ctrl-agent accept the files, and kea-dhcp4 runs the hook with them."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ THIS_SERVER = (*PER_SERVER, "this-server-name")
 
 
 def side(
-    mode: str,
+    mode: str | None,
     role: str,
     *,
     names: tuple[str, str] = NAMES,
@@ -141,6 +141,22 @@ def test_agent_configs_match_golden(golden: Golden) -> None:
         golden(f"ha-agent-{name}.json", render_kea_agent.render(pair, options=OPTIONS))
 
 
+def test_a_pair_without_a_mode_is_a_hot_standby_pair(golden: Golden) -> None:
+    """dhcp_failover.mode NULL is Kea's default, hot-standby: both servers' configs and
+    agent configs are byte for byte those of an explicit kea-hot-standby pair (the same
+    goldens)."""
+    for role, name in (("primary", "dhcp-a"), ("secondary", "dhcp-b")):
+        pair, explicit = side(None, role), side("kea-hot-standby", role)
+        text = conf(pair, options=GOLDEN_OPTIONS)
+        assert text == conf(explicit, options=GOLDEN_OPTIONS)
+        golden(f"ha-hot-standby-{name}.kea.json", text)
+        agent = render_kea_agent.render(pair, options=OPTIONS)
+        assert agent == render_kea_agent.render(explicit, options=OPTIONS)
+        golden(f"ha-agent-{name}.json", agent)
+        assert render_kea_ha.pair_of(inventory(pair).subnets) == pair
+        assert render_kea_ha.hook_mode(pair) == "hot-standby"
+
+
 # ---- the hook section ------------------------------------------------------------------
 
 
@@ -215,7 +231,7 @@ def test_without_a_pair_there_are_no_hooks() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    mode=st.sampled_from(MODES),
+    mode=st.sampled_from((*MODES, None)),
     ports=st.tuples(st.integers(1, 65535), st.integers(1, 65535)),
     hosts=st.tuples(st.integers(2, 254), st.integers(2, 254)).filter(lambda h: h[0] != h[1]),
     names=st.sampled_from([("dhcp-a", "dhcp-b"), ("b.example", "a.example"), ("s1", "S_2")]),
@@ -230,7 +246,7 @@ def test_without_a_pair_there_are_no_hooks() -> None:
     ),
 )
 def test_the_two_configs_differ_only_in_this_server_name(
-    mode: str,
+    mode: str | None,
     ports: tuple[int, int],
     hosts: tuple[int, int],
     names: tuple[str, str],
