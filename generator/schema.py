@@ -174,8 +174,8 @@ class DhcpServerSubnet(Base):
 
 
 class DhcpFailover(Base):
-    """A failover pair (migration 0008): the role is the column a server is named in;
-    each server's peer endpoint is stored once; timers in seconds (ISC) or ms (Kea)."""
+    """A failover pair (migrations 0008, 0009): the role is the column a server is named
+    in; each server's peer endpoint is stored once; timers in seconds (ISC) or ms (Kea)."""
 
     __tablename__ = "dhcp_failover"
     __table_args__ = (
@@ -209,7 +209,8 @@ class DhcpFailover(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)
-    mode: Mapped[str] = mapped_column(Text, server_default="isc-failover")
+    # NULL (the default, migration 0009): the server's own default mode
+    mode: Mapped[str | None] = mapped_column(Text)
     primary_server_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("dhcp_server.id"), unique=True
     )

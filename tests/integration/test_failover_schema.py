@@ -1,8 +1,10 @@
-"""Failover pairs (migration 0008): a pair row with defaults for every timer; the
-database refuses a server paired with itself, a server in two pairs (so two primaries
-of one server's pairs), shared endpoints, duplicate pair names and, at commit, a pair
-whose two scopes differ, each with the row and the rule named; writes are captured;
-the generator's role can read pairs; a downgrade leaves the schema of 0007."""
+"""Failover pairs (migrations 0008, 0009): a pair row with defaults for every timer and
+no mode (NULL: the server's default); the database refuses a server paired with
+itself, a server in two pairs (so two primaries of one server's pairs), shared
+endpoints, duplicate pair names, an unknown mode and, at commit, a pair whose two
+scopes differ, each with the row and the rule named; writes are captured; the
+generator's role can read pairs; a downgrade leaves the schema of 0007, and of 0008
+with NULL modes made 'isc-failover'."""
 
 from __future__ import annotations
 
@@ -60,7 +62,49 @@ def test_a_pair_gets_the_documented_defaults(servers: psycopg.Connection[Any]) -
         " max_unacked_updates, load_balance_max_seconds, split, heartbeat_delay_ms,"
         " max_response_delay_ms, max_ack_delay_ms, max_unacked_clients FROM dhcp_failover"
     ).fetchone()
-    assert row == ("isc-failover", 647, 847, 3600, 60, 10, 3, 128, 10000, 60000, 5000, 5)
+    assert row == (None, 647, 847, 3600, 60, 10, 3, 128, 10000, 60000, 5000, 5)
+
+
+def mode_of(conn: psycopg.Connection[Any]) -> Any:
+    row = conn.execute("SELECT mode FROM dhcp_failover WHERE id = 1").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_pair_without_a_mode_passes_the_rules_of_0008(servers: psycopg.Connection[Any]) -> None:
+    """NULL is no mode to refuse: 0008's CHECK passes it (it is not false) and its
+    trigger's ``NOT IN`` is NULL, so nothing fires; a mode that is none of the three is
+    still refused, by the trigger and, with triggers off, by the CHECK. The change
+    message carries the NULL."""
+    servers.execute(PAIR)
+    assert mode_of(servers) is None
+    servers.execute("UPDATE dhcp_failover SET mode = 'kea-hot-standby'")
+    servers.execute("UPDATE dhcp_failover SET mode = NULL")
+    assert mode_of(servers) is None
+    refused(
+        servers,
+        "UPDATE dhcp_failover SET mode = 'hot-standby'",
+        "dhcp_failover_mode_known",
+        "dhcp_failover 1 ('pair-ab'): mode 'hot-standby' is none of isc-failover",
+    )
+    images = servers.execute(
+        "SELECT op, after ? 'mode', after->>'mode' FROM cdc.change ORDER BY id"
+    ).fetchall()
+    assert images == [
+        ("INSERT", True, None),
+        ("UPDATE", True, "kea-hot-standby"),
+        ("UPDATE", True, None),
+    ]
+    servers.execute("SET session_replication_role = replica")  # the CHECK alone
+    try:
+        servers.execute("UPDATE dhcp_failover SET mode = 'isc-failover'")
+        servers.execute("UPDATE dhcp_failover SET mode = NULL")
+        assert mode_of(servers) is None
+        with pytest.raises(errors.CheckViolation) as raised:
+            servers.execute("UPDATE dhcp_failover SET mode = 'hot-standby'")
+        assert raised.value.diag.constraint_name == "dhcp_failover_mode_known"
+    finally:
+        servers.execute("RESET session_replication_role")
 
 
 def test_a_server_cannot_be_its_own_partner(servers: psycopg.Connection[Any]) -> None:
@@ -239,6 +283,48 @@ def test_downgrade_to_0007_leaves_the_schema_of_0007(
     assert leftovers == (None, None, None, None)
 
 
+def test_downgrade_to_0008_gives_a_pair_without_a_mode_the_old_default(
+    new_database: Callable[[str | None], str],
+) -> None:
+    """0009 and back: the schema of 0008 again, a NULL mode made 'isc-failover' (0008's
+    default, captured like any write), an explicit mode kept; upgraded again, the
+    schema of 0009 with every row's mode as it was."""
+    url = new_database(None)
+    config = alembic_config(url)
+    command.upgrade(config, "0008")
+    at_0008 = schema_dump(url)
+    command.upgrade(config, "0009")
+    at_0009 = schema_dump(url)
+    assert at_0009 != at_0008
+    modes = "SELECT name, mode FROM dhcp_failover ORDER BY id"
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed(conn)
+        conn.execute(DHCP_SERVERS)
+        conn.execute("INSERT INTO dhcp_server (id, name) VALUES (4, 'dhcp-c'), (5, 'dhcp-d')")
+        conn.execute(PAIR)
+        conn.execute(
+            "INSERT INTO dhcp_failover (id, name, mode, primary_server_id, secondary_server_id,"
+            " primary_address, secondary_address)"
+            " VALUES (2, 'pair-cd', 'kea-load-balancing', 4, 5, '10.20.0.4', '10.20.0.5')"
+        )
+        conn.execute("DELETE FROM cdc.change")
+        assert conn.execute(modes).fetchall() == [
+            ("pair-ab", None),
+            ("pair-cd", "kea-load-balancing"),
+        ]
+    command.downgrade(config, "0008")
+    assert schema_dump(url) == at_0008
+    with psycopg.connect(url) as conn:
+        after = [("pair-ab", "isc-failover"), ("pair-cd", "kea-load-balancing")]
+        assert conn.execute(modes).fetchall() == after
+        changes = conn.execute("SELECT op, pk, after->>'mode' FROM cdc.change").fetchall()
+        assert changes == [("UPDATE", {"id": 1}, "isc-failover")]
+    command.upgrade(config, "0009")
+    assert schema_dump(url) == at_0009
+    with psycopg.connect(url) as conn:
+        assert conn.execute(modes).fetchall() == after
+
+
 def test_pairing_servers_as_docs_dba_md_shows(servers: psycopg.Connection[Any]) -> None:
     blocks = re.findall(r"```sql\n(.*?)```", DBA_DOC.read_text(), flags=re.DOTALL)
     example = [block for block in blocks if block.startswith(DOCUMENTED_EXAMPLE)]
@@ -254,9 +340,7 @@ def test_pairing_servers_as_docs_dba_md_shows(servers: psycopg.Connection[Any]) 
             if cursor.description is not None:
                 rows = cursor.fetchall()
     servers.execute("RESET ROLE")
-    assert rows == [
-        ("dhcp-ab", "isc-failover", "dhcp-a", "dhcp-b", "10.20.0.2:647", "10.20.0.3:847")
-    ]
+    assert rows == [("dhcp-ab", None, "dhcp-a", "dhcp-b", "10.20.0.2:647", "10.20.0.3:847")]
     served = servers.execute(
         "SELECT dhcp_server_id FROM dhcp_server_subnet WHERE subnet_id = 3 ORDER BY 1"
     ).fetchall()
