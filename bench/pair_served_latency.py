@@ -18,10 +18,11 @@ every ``--probe-ms`` from just before the COMMIT; the clock runs from just befor
 COMMIT to the first DHCPOFFER of the reserved address, and the offer's server identifier
 says which peer answered. Meanwhile the reservation is looked for where each live peer
 reads it (ISC: the host in its dhcpd.conf, which the generator writes after the OMAPI
-update; Kea: the row in its hosts table), every few ms. The next change commits 0.3-0.5 s
-after every live peer has the last one for ISC, 1.2-1.6 s for Kea (``--gap``): past the
+update; Kea: the row in its hosts table), every few ms. The next change commits 1.2-1.6 s
+after every live peer has the last one (``--gap``): past the relay's 0.5 s linger (after
+a change it looks for the next every 100 ms instead of waiting for NOTIFY) and the
 generators' coalescing window (0.1 s in failover_takeover's ISC pair, the default 1 s in
-its Kea pair), so each change is applied at once.
+its Kea pair), so each change reaches the servers at once.
 
 * phase ``both``: ``--changes`` changes with both peers up and in their normal states
   (ISC: normal/normal; Kea: hot-standby, the primary serving);
@@ -38,7 +39,7 @@ the generator's window makes each of these changes wait the window out, so the
 reservation lands at a random moment of udhcpc's exchanges.
 
     .venv/bin/python bench/pair_served_latency.py [--server isc|kea] [--runs 2]
-        [--changes 40] [--inventory 100] [--probe-ms 2] [--udhcpc 0]
+        [--changes 40] [--inventory 100] [--probe-ms 2] [--probe-delay-ms 0] [--udhcpc 0]
         [--gap MIN MAX] [--udhcpc-gap MIN MAX]
         [--json FILE] [--from-json FILE] [--logs DIR]
 
@@ -83,10 +84,11 @@ SURVIVOR_STATE = {"isc": "communications-interrupted", "kea": "partner-down"}
 CHANGES = 40  # per phase
 INVENTORY = 100  # reserved hosts on the segment before the first change
 PROBE_MS = 2.0  # milliseconds between two DISCOVERs of the probe
-# seconds from the last peer's reservation in place to the next commit: past the
-# generators' coalescing window (failover_takeover's ISC pair passes --window 0.1, its
-# Kea pair leaves the default 1 s), so each change is applied at once (leading edge)
-GAPS = {"isc": (0.3, 0.5), "kea": (1.2, 1.6)}
+# seconds from the last peer's reservation in place to the next commit: past the relay's
+# linger (cdc/rules.LINGER, 0.5 s: until then it looks for changes every 100 ms, not on
+# NOTIFY) and the generators' coalescing window (failover_takeover's ISC pair passes
+# --window 0.1, its Kea pair leaves the default 1 s), so each change goes at once
+GAP = (1.2, 1.6)
 POLL = 0.004  # seconds between two looks for the reservation where a peer reads it
 CHANGE_DEADLINE = 30.0  # seconds for a change to be served and in place on every live peer
 STATE_DEADLINE = 30.0  # seconds for the survivor's state after the SIGKILL
@@ -203,14 +205,16 @@ class PairProber:
         self.mac: str | None = None
         self.offers: list[tuple[float, str, str | None]] = []  # watched MAC, monotonic
         self.sent: list[float] = []  # DISCOVERs for the watched MAC, monotonic
+        self.start = 0.0  # monotonic time of the watched MAC's first DISCOVER
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def watch(self, mac: str | None) -> None:
-        """Probe ``mac`` from now on (None: stop sending); forget earlier offers."""
+    def watch(self, mac: str | None, start: float = 0.0) -> None:
+        """Probe ``mac`` from ``start`` (monotonic) on (None: stop sending); forget
+        earlier offers."""
         with self.lock:
-            self.mac, self.offers, self.sent = mac, [], []
+            self.mac, self.offers, self.sent, self.start = mac, [], [], start
 
     def first(self, address: str, after: float) -> tuple[float, str | None] | None:
         with self.lock:
@@ -232,7 +236,7 @@ class PairProber:
             mac = self.mac
             now = time.monotonic()
             if now >= next_send:
-                if mac is not None:
+                if mac is not None and now >= self.start:
                     xid = (xid + 1) & 0xFFFFFFFF
                     with contextlib.suppress(OSError):
                         self.sock.sendto(dhcpd_restart.discover(mac, xid), ("255.255.255.255", 67))
@@ -388,13 +392,14 @@ def probe_change(
     hostname: str,
     mac: str,
     ip: str,
+    delay: float = 0.0,
 ) -> dict[str, Any]:
-    """One change, probed: commit to the first offer of ``ip``, and to the reservation in
-    place on each live peer."""
+    """One change, probed from ``delay`` seconds after the commit on: commit to the first
+    offer of ``ip``, and to the reservation in place on each live peer."""
     insert_host(conn, hostname, mac, ip)
-    prober.watch(mac)
     wall = time.time()
     t_commit = time.monotonic()
+    prober.watch(mac, start=t_commit + delay)
     conn.commit()
     t_committed = time.monotonic()
     served: tuple[float, str | None] | None = None
@@ -504,13 +509,14 @@ def phase(
     seg: segment.Segment,
     label: str,
     gap: tuple[float, float],
+    delay: float,
 ) -> list[dict[str, Any]]:
     results = []
     for _ in range(changes):
         n = next(hosts)
         record = probe_change(
             conn, prober, live, hostname=f"pl-{run}-{n}", mac=change_mac(run, n),
-            ip=str(seg.host(n)),
+            ip=str(seg.host(n)), delay=delay,
         )  # fmt: skip
         results.append(record)
         if len(results) % 10 == 0:
@@ -553,7 +559,7 @@ def run_once(
             print(f"run {n}: both peers up, {args.changes} changes", file=sys.stderr)
             record["both"] = phase(
                 conn, prober, both, hosts, run=n, changes=args.changes, rng=rng, seg=seg,
-                label="both", gap=args.gap,
+                label="both", gap=args.gap, delay=args.probe_delay_ms / 1000,
             )  # fmt: skip
             load.append(os.getloadavg()[0])
             # the primary goes: its generator, then its server (Kea: and agent), SIGKILL
@@ -578,6 +584,7 @@ def run_once(
             record["survivor"] = phase(
                 conn, prober, survivor, hosts, run=n, changes=args.changes, rng=rng, seg=seg,
                 label="survivor", gap=args.gap,
+                delay=args.probe_delay_ms / 1000,
             )  # fmt: skip
             load.append(os.getloadavg()[0])
             record["udhcpc"] = []
@@ -668,6 +675,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any] | None:
         "changes": args.changes,
         "inventory": args.inventory,
         "probe_ms": args.probe_ms,
+        "probe_delay_ms": args.probe_delay_ms,
         "gap": args.gap,
         "udhcpc_gap": args.udhcpc_gap,
         "machine": dhcp_lab.machine(),
@@ -803,6 +811,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--probe-ms", type=float, default=PROBE_MS)
     parser.add_argument(
+        "--probe-delay-ms",
+        type=float,
+        default=0.0,
+        help="the probe's first DISCOVER of a change this long after the COMMIT (default 0:"
+        " the new MAC asks from the commit on, before its reservation exists)",
+    )
+    parser.add_argument(
         "--udhcpc",
         type=int,
         default=0,
@@ -815,9 +830,10 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         nargs=2,
         metavar=("MIN", "MAX"),
+        default=GAP,
         help="seconds from a change in place on every live peer to the next commit"
-        f" (default {GAPS['isc'][0]}-{GAPS['isc'][1]} for isc, {GAPS['kea'][0]}-"
-        f"{GAPS['kea'][1]} for kea: past each pair's generator coalescing window)",
+        f" (default {GAP[0]}-{GAP[1]}: past the relay's 0.5 s linger, when it polls every"
+        " 100 ms, and the generators' coalescing window, 1 s in the Kea pair)",
     )
     parser.add_argument(
         "--udhcpc-gap",
@@ -832,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, help="report a saved --json run")
     parser.add_argument("--logs", type=Path, help="keep each peer's server and generator log here")
     args = parser.parse_args(argv)
-    args.gap = tuple(args.gap or GAPS[args.server])
+    args.gap = tuple(args.gap)
     args.udhcpc_gap = tuple(args.udhcpc_gap or args.gap)
     room = LAST_HOST - FIRST_CHANGE + 1
     if args.inventory < 1 or args.changes < 1 or args.udhcpc < 0:
