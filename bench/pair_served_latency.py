@@ -709,18 +709,19 @@ def table_rows(runs: list[dict[str, Any]]) -> list[str]:
         groups.append(("all", runs))
     for label, members in groups:
         for name in PHASES:
-            results = [x for r in members for x in r[name]]
+            # (the run's primary and secondary addresses, one change): each run has its own
+            pairs = [(r["primary"], r["secondary"], x) for r in members for x in r[name]]
+            results = [x for _, _, x in pairs]
             q = quantiles([x["served"] for x in results])
             placed = {
                 role: quantiles([x["in_place"][role] for x in results if role in x["in_place"]])
                 for role in ("primary", "secondary")
             }
-            secondary = members[0]["secondary"]
-            offered = quantiles([x["by_server"][secondary] for x in results
-                                 if secondary in x.get("by_server", {})])  # fmt: skip
+            offered = quantiles([x["by_server"][s] for _, s, x in pairs
+                                 if s in x.get("by_server", {})])  # fmt: skip
             firsts: dict[str, int] = {}
-            for x in results:
-                who = "p" if x["server"] == members[0]["primary"] else "s"
+            for p, _, x in pairs:
+                who = "p" if x["server"] == p else "s"
                 firsts[who] = firsts.get(who, 0) + 1
             both_offered = sum(1 for x in results if len(x["servers"]) > 1)
             pool = sum(1 for x in results if x["other_offers_before"])

@@ -122,7 +122,17 @@ def test_table_rows_count_who_answered_and_the_secondarys_offers(psl: ModuleType
     survivor = [result(0.015, SECONDARY, {"secondary": 0.02})] * 4
     run = {"run": 1, "primary": PRIMARY, "secondary": SECONDARY, "both": both,
            "survivor": survivor, "load": [0.5, 0.7]}  # fmt: skip
-    rows = psl.table_rows([run, {**run, "run": 2}])
+    # the second run's pair has other addresses (another segment), the same answers
+    other_p, other_s = "10.65.0.1", "10.65.0.2"
+    renamed = {PRIMARY: other_p, SECONDARY: other_s}
+    second = {
+        **run, "run": 2, "primary": other_p, "secondary": other_s,
+        **{name: [{**x, "server": renamed[x["server"]],
+                   "by_server": {renamed[k]: v for k, v in x["by_server"].items()}}
+                  for x in run[name]]
+           for name in ("both", "survivor")},
+    }  # fmt: skip
+    rows = psl.table_rows([run, second])
     assert [row.split(" | ")[:3] for row in rows] == [
         ["| 1", "both", "4"], ["| 1", "survivor", "4"],
         ["| 2", "both", "4"], ["| 2", "survivor", "4"],
@@ -135,7 +145,12 @@ def test_table_rows_count_who_answered_and_the_secondarys_offers(psl: ModuleType
     assert both_row[9] == "3/1"
     assert survivor_row[8] == "- / 20.0 ms"  # the primary is gone
     assert survivor_row[9] == "0/4"
-    assert rows[4].split(" | ")[-1] == "0.5, 0.5 |"
+    assert rows[2].split(" | ")[7:10] == both_row[7:10]
+    all_both, all_survivor = rows[4].split(" | "), rows[5].split(" | ")
+    assert all_both[7] == "50.0 ms (2)"  # each run's own secondary
+    assert all_both[9] == "6/2"  # each run's own primary
+    assert all_survivor[9] == "0/8"
+    assert all_both[-1] == "0.5, 0.5 |"
 
 
 def test_arguments_must_fit_below_the_pool(psl: ModuleType) -> None:
