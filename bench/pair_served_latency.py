@@ -810,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inventory", type=int, default=INVENTORY, help="reserved hosts before the changes"
     )
-    parser.add_argument("--probe-ms", type=float, default=PROBE_MS)
+    parser.add_argument(
+        "--probe-ms", type=float, default=PROBE_MS, help="milliseconds between two DISCOVERs"
+    )
     parser.add_argument(
         "--probe-delay-ms",
         type=float,
