@@ -71,7 +71,49 @@ def migrate(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
 
 
+# Listening ports are picked below the kernel's ephemeral range. A port from bind(0) is
+# one the kernel also hands to outgoing connections, so between the pick and the
+# daemon's own bind any connection on the machine may take it ("Address already in
+# use", seen under parallel tests). Each process picks in its own band (a pytest-xdist
+# worker by its number, anything else by its pid), in order, skipping ports in use.
+PORT_BASE = 20000
+PORT_BAND = 400  # ports per process
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_picked: list[int] = []  # this process's picks so far
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _band_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
+    return int(worker[2:]) + 1 if worker[2:].isdigit() else os.getpid()
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))  # noqa: S104  (a probe, closed at once: as a listener binds)
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
+    """A TCP port nothing listens on, outside the ephemeral range (see PORT_BASE)."""
+    bands = max(1, (_ephemeral_low() - PORT_BASE) // PORT_BAND)
+    first = PORT_BASE + (_band_index() % bands) * PORT_BAND
+    start = len(_picked)
+    for step in range(PORT_BAND):
+        port = first + (start + step) % PORT_BAND
+        if port not in _picked and not _in_use(port):
+            _picked.append(port)
+            return port
+    # the band is full: fall back to the kernel's choice
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

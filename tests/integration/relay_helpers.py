@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import services
 import stomp
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -422,9 +423,8 @@ def metrics_or_empty(port: int) -> dict[str, float]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port to listen on: ``services.free_port`` (outside the ephemeral range)."""
+    return services.free_port()
 
 
 def run_cli(
