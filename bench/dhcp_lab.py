@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dhcpd_restart  # bench/dhcpd_restart.py: the DISCOVER/OFFER codec, setns
+import dhcpd_restart  # bench/dhcpd_restart.py: the DISCOVER, setns
 import e2e_latency  # bench/e2e_latency.py: services, percentiles, the machine line
 import psycopg
 
@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import services  # noqa: E402  (scripts/services.py)
 
-from tests.e2e import configs, netns, pipeline  # noqa: E402
+from tests.e2e import configs, netns, pipeline, segment  # noqa: E402
 from tests.integration import kea_hosts_support as khs  # noqa: E402
 
 PATHS = ("omapi", "restart")
@@ -413,11 +413,49 @@ def log_lines(path: Path, *words: str) -> list[str]:
 # --- the probe ------------------------------------------------------------------------
 
 
+OFFER = 2  # DHCP message type (option 53) of a DHCPOFFER
+
+
+def dhcp_options(bootp: bytes) -> tuple[int | None, str | None]:
+    """The message type (option 53) and the server identifier (option 54) of a BOOTP
+    payload whose options start past the magic cookie (offset 240); None where absent."""
+    kind: int | None = None
+    server: str | None = None
+    i = 240
+    while i < len(bootp) and bootp[i] != 255:
+        if bootp[i] == 0:
+            i += 1
+            continue
+        if i + 1 >= len(bootp):
+            break
+        code, size = bootp[i], bootp[i + 1]
+        value = bootp[i + 2 : i + 2 + size]
+        if code == 53 and size >= 1:
+            kind = value[0]
+        elif code == 54 and size == 4:
+            server = socket.inet_ntoa(value)
+        i += 2 + size
+    return kind, server
+
+
+def offer_of(packet: bytes, mac: str) -> tuple[str, str | None] | None:
+    """(offered address, server identifier) of a DHCPOFFER for ``mac``, else None."""
+    if len(packet) < 240 or packet[0] != 2 or packet[28:34] != bytes.fromhex(mac.replace(":", "")):
+        return None
+    if packet[236:240] != b"\x63\x82\x53\x63":
+        return None
+    kind, server = dhcp_options(packet)
+    if kind != OFFER:
+        return None
+    return socket.inet_ntoa(packet[16:20]), server
+
+
 class Prober:
     """A DHCP client in the client namespace: broadcasts a DHCPDISCOVER for the watched
-    MAC every ``interval`` seconds and keeps each DHCPOFFER's (arrival, address)."""
+    MAC every ``interval`` seconds and keeps each DHCPOFFER's (arrival, address, server
+    identifier) and each DISCOVER's sending time."""
 
-    def __init__(self, net: netns.Link, interval: float) -> None:
+    def __init__(self, net: netns.Link | segment.Segment, interval: float) -> None:
         with dhcpd_restart.in_namespace(net.client_ns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -427,23 +465,35 @@ class Prober:
         self.sock, self.interval = sock, interval
         self.lock = threading.Lock()
         self.mac: str | None = None
-        self.offers: list[tuple[float, str]] = []  # for the watched MAC, monotonic
+        self.offers: list[tuple[float, str, str | None]] = []  # watched MAC, monotonic
+        self.sent: list[float] = []  # DISCOVERs for the watched MAC, monotonic
+        self.start = 0.0  # monotonic time of the watched MAC's first DISCOVER
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def watch(self, mac: str | None) -> None:
-        """Probe ``mac`` from now on (None: stop sending); forget earlier offers."""
+    def watch(self, mac: str | None, start: float = 0.0) -> None:
+        """Probe ``mac`` from ``start`` (monotonic; 0: now) on (None: stop sending);
+        forget earlier offers."""
         with self.lock:
-            self.mac, self.offers = mac, []
+            self.mac, self.offers, self.sent, self.start = mac, [], [], start
+
+    def first_offer(self, address: str, after: float) -> tuple[float, str | None] | None:
+        """(arrival, server identifier) of the first offer of ``address`` after ``after``."""
+        with self.lock:
+            return next(((t, s) for t, a, s in self.offers if a == address and t > after), None)
 
     def first(self, address: str, after: float) -> float | None:
-        with self.lock:
-            return next((t for t, a in self.offers if a == address and t > after), None)
+        found = self.first_offer(address, after)
+        return None if found is None else found[0]
 
     def since(self, moment: float) -> list[tuple[float, str]]:
         with self.lock:
-            return [o for o in self.offers if o[0] >= moment]
+            return [(t, a) for t, a, _ in self.offers if t >= moment]
+
+    def seen(self) -> tuple[list[tuple[float, str, str | None]], list[float]]:
+        with self.lock:
+            return list(self.offers), list(self.sent)
 
     def close(self) -> None:
         self.stop.set()
@@ -457,10 +507,13 @@ class Prober:
             mac = self.mac
             now = time.monotonic()
             if now >= next_send:
-                if mac is not None:
+                if mac is not None and now >= self.start:
                     xid = (xid + 1) & 0xFFFFFFFF
                     with contextlib.suppress(OSError):
                         self.sock.sendto(dhcpd_restart.discover(mac, xid), ("255.255.255.255", 67))
+                        with self.lock:
+                            if self.mac == mac:
+                                self.sent.append(now)
                 next_send = now + self.interval
             self.sock.settimeout(max(next_send - time.monotonic(), 0.0002))
             try:
@@ -470,11 +523,11 @@ class Prober:
             arrived = time.monotonic()
             if mac is None:
                 continue
-            address = dhcpd_restart.offered(packet, mac)
-            if address is not None:
+            offer = offer_of(packet, mac)
+            if offer is not None:
                 with self.lock:
                     if self.mac == mac:
-                        self.offers.append((arrived, address))
+                        self.offers.append((arrived, *offer))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -48,8 +48,8 @@ docs/benchmarks.md ("Failover takeover") has the figures and what they mean.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
+import errno
 import math
 import os
 import re
@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -158,22 +158,7 @@ def decode(frame: bytes, at: float) -> Packet | None:
     xid, secs = struct.unpack("!IH", bootp[4:10])
     hlen = min(bootp[2], 16)
     mac = ":".join(f"{b:02x}" for b in bootp[28 : 28 + hlen])
-    kind: int | None = None
-    server: str | None = None
-    i = 240
-    while i < len(bootp) and bootp[i] != 255:
-        if bootp[i] == 0:
-            i += 1
-            continue
-        if i + 1 >= len(bootp):
-            break
-        code, size = bootp[i], bootp[i + 1]
-        value = bootp[i + 2 : i + 2 + size]
-        if code == 53 and size >= 1:
-            kind = value[0]
-        elif code == 54 and size == 4:
-            server = socket.inet_ntoa(value)
-        i += 2 + size
+    kind, server = dhcp_lab.dhcp_options(bootp)
     if kind is None:
         return None
     return Packet(at=at, kind=kind, xid=xid, mac=mac, server=server, secs=secs)
@@ -350,7 +335,9 @@ def macs(count: int, seed: int) -> list[str]:
 
 
 class Capture:
-    """Every DHCP frame on ``dev`` of namespace ``ns``, with the kernel's time stamp."""
+    """Every DHCP frame on ``dev`` of namespace ``ns``, with the kernel's time stamp. It
+    goes on across the link's down and up (udhcpc's runs set the client's MAC with the
+    link down: a read then fails with ENETDOWN), counting those failed reads."""
 
     def __init__(self, ns: str, dev: str) -> None:
         with dhcpd_restart.in_namespace(ns):
@@ -361,6 +348,7 @@ class Capture:
         sock.settimeout(0.2)
         self.sock = sock
         self.packets: list[Packet] = []
+        self.link_errors = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -371,7 +359,10 @@ class Capture:
                 frame, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.ENETDOWN, errno.EAGAIN) and not self.stop.is_set():
+                    self.link_errors += 1
+                    continue
                 return
             at = time.time()
             for level, kind, data in ancillary:
@@ -464,16 +455,6 @@ def timers_of(db_url: str, server: str) -> dict[str, Any]:
     return dict(zip(TIMER_COLUMNS[server], map(int, done.stdout.split()), strict=True))
 
 
-def _key_file(workdir: Path) -> tuple[str, Path]:
-    """An OMAPI key (a copy of test_failover_isc's private ``_key_file``)."""
-    secret = base64.b64encode(os.urandom(16)).decode()
-    path = workdir / "omapi.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(f'key {isc_e2e.KEY_NAME} {{ algorithm hmac-md5; secret "{secret}"; }};\n')
-    return secret, path
-
-
 @contextlib.contextmanager
 def isc_pair(
     lab: Lab, stack: contextlib.ExitStack, stomp: str, timers: dict[str, int]
@@ -484,7 +465,7 @@ def isc_pair(
     for label, view in zip("ab", lab.seg.servers, strict=True):
         side_dir = lab.workdir / label
         side_dir.mkdir()
-        secret, key_file = _key_file(side_dir)
+        secret, key_file = isc_e2e._key_file(side_dir)
         server = stack.enter_context(
             netns.isc_dhcpd(view, side_dir / "dhcpd.conf", side_dir, start=False)
         )
@@ -748,27 +729,51 @@ def _database(cluster: services.PostgresCluster, name: str) -> str:
     return url
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any] | None:
+def pair_available(args: argparse.Namespace) -> bool:
+    """Whether this machine can build ``args.server``'s pair; if not, says what it needs."""
     ok, missing = netns.available()
     have = netns.have_kea() and Path(kea_e2e.KEA_CTRL_AGENT).exists()
     have = have if args.server == "kea" else netns.have_dhcpd()
     if not ok or not have or not pipeline.have_commands():
         print(f"needs root, ip netns, {args.server}'s server and the commands ({missing})")
+        return False
+    return True
+
+
+def pair_runs(
+    args: argparse.Namespace,
+    run_once: Callable[[argparse.Namespace, services.PostgresCluster, str, int], dict[str, Any]],
+    summary: Callable[[dict[str, Any]], str],
+    *,
+    prefix: str,
+    building: str,
+) -> list[dict[str, Any]]:
+    """``args.runs`` runs of ``run_once``, each on its own pair, under one PostgreSQL and
+    ActiveMQ (state in a temporary directory named ``prefix``...); says on stderr that
+    it is ``building`` a run's pair, then the run's ``summary``."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    runs = []
+    try:
+        with dhcp_lab.services_up(state) as (cluster, stomp):
+            for n in range(1, args.runs + 1):
+                print(f"run {n}: {building}", file=sys.stderr)
+                runs.append(run_once(args, cluster, stomp, n))
+                print(f"run {n}: {summary(runs[-1])}", file=sys.stderr)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    return runs
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not pair_available(args):
         return None
     if not Path(dhcp_availability.PERFDHCP).exists():
         print(f"needs {dhcp_availability.PERFDHCP} (Debian package kea-admin)")
         return None
-    state = Path(tempfile.mkdtemp(prefix="mdb-fo-svc-"))
-    runs = []
     started = time.monotonic()
-    try:
-        with dhcp_lab.services_up(state) as (cluster, stomp):
-            for n in range(1, args.runs + 1):
-                print(f"run {n}: building the pair", file=sys.stderr)
-                runs.append(run_once(args, cluster, stomp, n))
-                print(f"run {n}: {summary_line(runs[-1])}", file=sys.stderr)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    runs = pair_runs(
+        args, run_once, summary_line, prefix="mdb-fo-svc-", building="building the pair"
+    )
     return {
         "server": args.server,
         "loss": args.loss,

@@ -50,14 +50,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import random
 import re
-import secrets
 import shutil
-import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -69,13 +65,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import dhcp_lab  # bench/dhcp_lab.py: services, percentiles, the machine line; ROOT on the path
-import dhcpd_restart  # bench/dhcpd_restart.py: the DISCOVER, setns for sockets
+import dhcp_lab  # bench/dhcp_lab.py: the probe, services, percentiles; ROOT on the path
 import failover_takeover as takeover  # bench/failover_takeover.py: the pair, the capture
 import psycopg
 import services  # scripts/services.py (on the path through dhcp_lab)
 
-from tests.e2e import netns, pipeline, segment
+from tests.e2e import netns, segment
 from tests.e2e import test_failover_kea as kea_e2e
 from tests.integration import kea_hosts_support as khs
 
@@ -101,32 +96,6 @@ _KEA_LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (?P<rest>.
 
 
 # --- pure parts -----------------------------------------------------------------------
-
-
-def offer_of(packet: bytes, mac: str) -> tuple[str, str | None] | None:
-    """(offered address, server identifier) of a DHCPOFFER for ``mac``, else None."""
-    if len(packet) < 240 or packet[0] != 2 or packet[28:34] != bytes.fromhex(mac.replace(":", "")):
-        return None
-    if packet[236:240] != b"\x63\x82\x53\x63":
-        return None
-    kind, server = None, None
-    i = 240
-    while i < len(packet) and packet[i] != 255:
-        if packet[i] == 0:
-            i += 1
-            continue
-        if i + 1 >= len(packet):
-            break
-        code, size = packet[i], packet[i + 1]
-        value = packet[i + 2 : i + 2 + size]
-        if code == 53 and size >= 1:
-            kind = value[0]
-        elif code == 54 and size == 4:
-            server = socket.inet_ntoa(value)
-        i += 2 + size
-    if kind != takeover.OFFER:
-        return None
-    return socket.inet_ntoa(packet[16:20]), server
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
@@ -183,107 +152,6 @@ def kea_short(text: str) -> str:
 def change_mac(run: int, n: int) -> str:
     """The MAC of change ``n`` of run ``run`` (the inventory's are 02:5e:...)."""
     return f"02:5f:{run & 0xFF:02x}:01:{n >> 8:02x}:{n & 0xFF:02x}"
-
-
-# --- the probe ------------------------------------------------------------------------
-
-
-class PairProber:
-    """A DHCP client in the client namespace: broadcasts a DHCPDISCOVER for the watched
-    MAC every ``interval`` seconds and keeps each DHCPOFFER's (arrival, address, server).
-    (dhcp_lab.Prober's loop, keeping the server identifier too.)"""
-
-    def __init__(self, seg: segment.Segment, interval: float) -> None:
-        with dhcpd_restart.in_namespace(seg.client_ns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, seg.client_if.encode())
-        sock.bind(("0.0.0.0", 68))
-        self.sock, self.interval = sock, interval
-        self.lock = threading.Lock()
-        self.mac: str | None = None
-        self.offers: list[tuple[float, str, str | None]] = []  # watched MAC, monotonic
-        self.sent: list[float] = []  # DISCOVERs for the watched MAC, monotonic
-        self.start = 0.0  # monotonic time of the watched MAC's first DISCOVER
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def watch(self, mac: str | None, start: float = 0.0) -> None:
-        """Probe ``mac`` from ``start`` (monotonic) on (None: stop sending); forget
-        earlier offers."""
-        with self.lock:
-            self.mac, self.offers, self.sent, self.start = mac, [], [], start
-
-    def first(self, address: str, after: float) -> tuple[float, str | None] | None:
-        with self.lock:
-            return next(((t, s) for t, a, s in self.offers if a == address and t > after), None)
-
-    def seen(self) -> tuple[list[tuple[float, str, str | None]], list[float]]:
-        with self.lock:
-            return list(self.offers), list(self.sent)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close()
-
-    def _run(self) -> None:
-        xid = secrets.randbits(24) << 8
-        next_send = time.monotonic()
-        while not self.stop.is_set():
-            mac = self.mac
-            now = time.monotonic()
-            if now >= next_send:
-                if mac is not None and now >= self.start:
-                    xid = (xid + 1) & 0xFFFFFFFF
-                    with contextlib.suppress(OSError):
-                        self.sock.sendto(dhcpd_restart.discover(mac, xid), ("255.255.255.255", 67))
-                        with self.lock:
-                            if self.mac == mac:
-                                self.sent.append(now)
-                next_send = now + self.interval
-            self.sock.settimeout(max(next_send - time.monotonic(), 0.0002))
-            try:
-                packet = self.sock.recv(2048)
-            except (TimeoutError, OSError):
-                continue
-            arrived = time.monotonic()
-            if mac is None:
-                continue
-            offer = offer_of(packet, mac)
-            if offer is not None:
-                with self.lock:
-                    if self.mac == mac:
-                        self.offers.append((arrived, *offer))
-
-
-class Capture(takeover.Capture):
-    """failover_takeover's capture, going on across the link's down and up (udhcpc's
-    runs set the client's MAC with the link down: a read then fails with ENETDOWN)."""
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                frame, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
-            except TimeoutError:
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.ENETDOWN, errno.EAGAIN) and not self.stop.is_set():
-                    self.link_errors += 1
-                    continue
-                return
-            at = time.time()
-            for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == takeover.SO_TIMESTAMPNS:
-                    seconds, nanoseconds = struct.unpack("qq", data[:16])
-                    at = seconds + nanoseconds / 1e9
-            packet = takeover.decode(frame, at)
-            if packet is not None:
-                self.packets.append(packet)
-
-    link_errors = 0
 
 
 # --- the pair's peers -----------------------------------------------------------------
@@ -386,7 +254,7 @@ def insert_host(conn: psycopg.Connection[Any], hostname: str, mac: str, ip: str)
 
 def probe_change(
     conn: psycopg.Connection[Any],
-    prober: PairProber,
+    prober: dhcp_lab.Prober,
     live: dict[str, Peer],
     *,
     hostname: str,
@@ -407,7 +275,7 @@ def probe_change(
     deadline = t_commit + CHANGE_DEADLINE
     while served is None or len(placed) < len(live):
         if served is None:
-            served = prober.first(ip, t_commit)
+            served = prober.first_offer(ip, t_commit)
         for role, peer in live.items():
             if role not in placed and peer.holds(mac, ip):
                 placed[role] = time.monotonic()
@@ -499,7 +367,7 @@ def udhcpc_change(
 
 def phase(
     conn: psycopg.Connection[Any],
-    prober: PairProber,
+    prober: dhcp_lab.Prober,
     live: dict[str, Peer],
     hosts: Iterator[int],
     *,
@@ -551,7 +419,7 @@ def run_once(
             record["setup_seconds"] = time.monotonic() - started
             record["timers"] = takeover.timers_of(db_url, args.server)
             both = peers(lab, cluster, stack, kea_before)
-            prober = PairProber(seg, args.probe_ms / 1000)
+            prober = dhcp_lab.Prober(seg, args.probe_ms / 1000)
             stack.callback(prober.close)
             conn = stack.enter_context(psycopg.connect(db_url))
             hosts = iter(range(FIRST_CHANGE + args.inventory, LAST_HOST + 1))
@@ -574,10 +442,10 @@ def run_once(
             first_mac, first_ip = lab.clients[0], str(seg.host(FIRST_CHANGE))
             prober.watch(first_mac)
             netns.wait_until(
-                lambda: (f := prober.first(first_ip, killed_mono)) and f[1] == lab.secondary,
+                lambda: (f := prober.first_offer(first_ip, killed_mono)) and f[1] == lab.secondary,
                 SERVE_DEADLINE, "the survivor's offer of an inventory reservation",
             )  # fmt: skip
-            record["answers_after"] = prober.first(first_ip, killed_mono)[0] - killed_mono  # type: ignore[index]
+            record["answers_after"] = prober.first(first_ip, killed_mono) - killed_mono  # type: ignore[operator]
             prober.watch(None)
             survivor = {"secondary": both["secondary"]}
             print(f"run {n}: survivor {wanted}, {args.changes} changes", file=sys.stderr)
@@ -613,7 +481,7 @@ def udhcpc_phase(
     """``--udhcpc`` changes timed with udhcpc, every frame captured, Kea's lines kept."""
     print(f"run {n}: {args.udhcpc} changes timed with udhcpc", file=sys.stderr)
     client = lab.seg.client(lab.workdir / "client")
-    capture = Capture(lab.seg.client_ns, lab.seg.client_if)
+    capture = takeover.Capture(lab.seg.client_ns, lab.seg.client_if)
     results = []
     try:
         for _ in range(args.udhcpc):
@@ -650,26 +518,16 @@ def keep_logs(target: Path, found: dict[str, Peer]) -> None:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any] | None:
-    ok, missing = netns.available()
-    have = netns.have_kea() and Path(kea_e2e.KEA_CTRL_AGENT).exists()
-    have = have if args.server == "kea" else netns.have_dhcpd()
-    if not ok or not have or not pipeline.have_commands():
-        print(f"needs root, ip netns, {args.server}'s server and the commands ({missing})")
+    if not takeover.pair_available(args):
         return None
     if args.udhcpc and not shutil.which("busybox"):
         print("--udhcpc needs busybox")
         return None
-    state = Path(tempfile.mkdtemp(prefix="mdb-pair-svc-"))
-    runs = []
     started = time.monotonic()
-    try:
-        with dhcp_lab.services_up(state) as (cluster, stomp):
-            for n in range(1, args.runs + 1):
-                print(f"run {n}: building the {args.server} pair", file=sys.stderr)
-                runs.append(run_once(args, cluster, stomp, n))
-                print(f"run {n}: {summary_line(runs[-1])}", file=sys.stderr)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+    runs = takeover.pair_runs(
+        args, run_once, summary_line, prefix="mdb-pair-svc-",
+        building=f"building the {args.server} pair",
+    )  # fmt: skip
     return {
         "server": args.server,
         "changes": args.changes,

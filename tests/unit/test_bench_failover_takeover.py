@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import socket
 import struct
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +69,33 @@ def test_decode_reads_kind_xid_mac_and_server(ft: ModuleType) -> None:
 )
 def test_decode_ignores_what_is_not_dhcp(ft: ModuleType, bad: bytes) -> None:
     assert ft.decode(bad, 0.0) is None
+
+
+class _Socket:
+    """recvmsg hands out ``reads`` in turn (an exception is raised); then EBADF."""
+
+    def __init__(self, reads: list[object]) -> None:
+        self.reads = reads
+
+    def recvmsg(self, size: int, ancillary: int) -> object:
+        item = self.reads.pop(0) if self.reads else OSError(errno.EBADF, "closed")
+        if isinstance(item, BaseException):
+            raise item
+        return item, [], 0, None
+
+
+def test_capture_reads_on_across_the_link_going_down(ft: ModuleType) -> None:
+    capture = ft.Capture.__new__(ft.Capture)
+    capture.packets, capture.link_errors, capture.stop = [], 0, threading.Event()
+    offer = frame(2, 7, "02:5e:00:00:00:07", server=PRIMARY)
+    capture.sock = _Socket([
+        OSError(errno.ENETDOWN, "down"), TimeoutError(), offer,
+        OSError(errno.ENETDOWN, "down"), frame(5, 7, "02:5e:00:00:00:07", server=PRIMARY),
+    ])  # fmt: skip
+    capture._run()  # returns at the EBADF
+    assert [p.kind for p in capture.packets] == [2, 5]
+    assert capture.link_errors == 2
+    assert capture.sock.reads == []
 
 
 def packet(ft: ModuleType, at: float, kind: int, xid: int, mac: str = "m1",

@@ -39,8 +39,11 @@ def bootp(op: int, kind: int, mac: str, yiaddr: str, server: str | None) -> byte
 
 def test_offer_of_reads_the_address_and_the_server_identifier(psl: ModuleType) -> None:
     offer = bootp(2, 2, MAC, "10.64.0.110", SECONDARY)
-    assert psl.offer_of(offer, MAC) == ("10.64.0.110", SECONDARY)
-    assert psl.offer_of(bootp(2, 2, MAC, "10.64.0.110", None), MAC) == ("10.64.0.110", None)
+    assert psl.dhcp_lab.offer_of(offer, MAC) == ("10.64.0.110", SECONDARY)
+    assert psl.dhcp_lab.offer_of(bootp(2, 2, MAC, "10.64.0.110", None), MAC) == (
+        "10.64.0.110",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -55,7 +58,7 @@ def test_offer_of_reads_the_address_and_the_server_identifier(psl: ModuleType) -
     ],
 )
 def test_offer_of_ignores_everything_else(psl: ModuleType, packet: bytes) -> None:
-    assert psl.offer_of(packet, MAC) is None
+    assert psl.dhcp_lab.offer_of(packet, MAC) is None
 
 
 def test_quantiles_interpolate_and_take_the_maximum(psl: ModuleType) -> None:
