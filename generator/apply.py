@@ -223,6 +223,20 @@ def remove_stale_candidates(target: Path) -> int:
     return removed
 
 
+def write_atomically(text: str, *, target: Path, mode: int = DEFAULT_MODE) -> None:
+    """Put ``text`` at ``target`` as one step, with no check and no reload (a file the
+    server reads only at its start): a candidate beside it, fsynced, given ``mode``,
+    renamed over it; then the directory fsynced."""
+    candidate = _write_candidate(text, target=target)
+    try:
+        os.chmod(candidate, mode)
+        os.replace(candidate, target)
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
 def _write_candidate(text: str, *, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(

@@ -21,6 +21,7 @@ from generator import (
     apply,
     daemon,
     errors,
+    failover,
     kea_hosts,
     model,
     omapi,
@@ -428,6 +429,8 @@ def _ctrl_agent_config(config: settings.Settings, target: Path) -> int:
     try:
         server = read.find_server(engine, config.server)
         subnets = read.read_into(engine, _subnets_only, server=server).inventory
+        # the checks a pass makes before writing (failover.Refused is a GeneratorError)
+        failover.refuse_unfit(subnets, fmt=render_kea_ha.FORMAT, options=config.apply.options)
         pair = render_kea_ha.pair_of(subnets)
         if pair is None:
             raise errors.GeneratorError(
@@ -440,7 +443,7 @@ def _ctrl_agent_config(config: settings.Settings, target: Path) -> int:
     finally:
         engine.dispose()
     try:
-        write_file(target, text)
+        apply.write_atomically(text, target=target)
     except OSError as exc:
         return _fail(f"cannot write {target}: {exc}")
     logger.info(
@@ -461,19 +464,6 @@ def _subnets_only(
 ) -> tuple[model.Subnet, ...]:
     """A ``read.read_into`` build that leaves the interfaces unread (never fetched)."""
     return subnets
-
-
-def write_file(target: Path, text: str, *, mode: int = apply.DEFAULT_MODE) -> None:
-    """Put ``text`` at ``target`` atomically: a candidate beside it, fsynced, given
-    ``mode``, renamed over it; then the directory fsynced."""
-    candidate = apply._write_candidate(text, target=target)
-    try:
-        os.chmod(candidate, mode)
-        os.replace(candidate, target)
-    except BaseException:
-        candidate.unlink(missing_ok=True)
-        raise
-    apply._fsync_directory(target.parent)
 
 
 def _dry_run(config: settings.Settings) -> int:
