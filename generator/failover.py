@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # The output format that can run each mode. A pair without a mode runs on either, in
 # that server's default mode (model.Failover.effective_mode).
-MODE_FORMATS = {"isc-failover": "isc", "kea-hot-standby": "kea", "kea-load-balancing": "kea"}
+MODE_FORMATS = model.MODE_FORMATS
 # Both roles of a pair, in every mode: Kea's standby (hot-standby) is the 'secondary'.
 ROLES = ("primary", "secondary")
 SPLIT_RANGE = range(0, 257)  # of 256: the primary's share of the pool (ISC)

@@ -24,6 +24,8 @@ ARCHITECTURES: tuple[tuple[str, tuple[int, ...]], ...] = (
 # A pair row without a mode (dhcp_failover.mode NULL, migration 0009) runs in the mode
 # of the kind of server it is rendered for: by output format ('--format').
 DEFAULT_MODES = {"isc": "isc-failover", "kea": "kea-hot-standby"}
+# The output format that can run each mode (dhcp_failover.mode's values).
+MODE_FORMATS = {"isc-failover": "isc", "kea-hot-standby": "kea", "kea-load-balancing": "kea"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

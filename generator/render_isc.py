@@ -22,7 +22,7 @@ INDENT = "  "
 # Option 93 (client architecture, RFC 4578) by the name the boot file conditions use.
 ARCH_OPTION = "option arch code 93 = unsigned integer 16;"
 FORMAT = "isc"  # model.Failover.effective_mode: a pair without a mode is ISC_FAILOVER here
-ISC_FAILOVER = "isc-failover"  # the dhcp_failover.mode dhcpd serves
+ISC_FAILOVER = model.DEFAULT_MODES[FORMAT]  # the one dhcp_failover.mode dhcpd serves
 
 
 def render(

@@ -27,7 +27,6 @@ HA = "libdhcp_ha.so"
 FORMAT = "kea"  # model.Failover.effective_mode: a pair without a mode is kea-hot-standby
 # dhcp_failover.mode → the hook's mode; ISC's own mode has no Kea rendering.
 MODES = {"kea-hot-standby": "hot-standby", "kea-load-balancing": "load-balancing"}
-ISC_MODE = "isc-failover"
 # model.Failover.role → the hook's role, by mode (hot-standby's second server is the standby).
 ROLES = {
     "hot-standby": {"primary": "primary", "secondary": "standby"},
