@@ -465,14 +465,15 @@ def isc_pair(
     for label, view in zip("ab", lab.seg.servers, strict=True):
         side_dir = lab.workdir / label
         side_dir.mkdir()
-        secret, key_file = isc_e2e._key_file(side_dir)
+        key, key_file = pipeline.omapi_key_file(side_dir, isc_e2e.KEY_NAME)
         server = stack.enter_context(
             netns.isc_dhcpd(view, side_dir / "dhcpd.conf", side_dir, start=False)
         )
         sides.append(
             isc_e2e.Side(
                 name=f"dhcp-{label}", view=view, workdir=side_dir, server=server,
-                key_secret=secret, key_file=key_file, consumer=f"fo{label}{uuid.uuid4().hex[:8]}",
+                key_secret=key.secret, key_file=key_file,
+                consumer=f"fo{label}{uuid.uuid4().hex[:8]}",
             )
         )  # fmt: skip
     a, b = sides

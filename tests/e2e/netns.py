@@ -191,6 +191,15 @@ def wait_until(condition: Callable[[], Any], deadline: float, what: str) -> Any:
     return waiting.wait_for(condition, deadline=deadline, what=what, every=POLL, error=HarnessError)
 
 
+def alive(pid: int) -> bool:
+    """Neither gone nor a zombie (dhcpd's parent is PID 1, which reaps it late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _stop_pid(pid: int, name: str) -> None:
     comm = Path(f"/proc/{pid}/comm")
     try:

@@ -5,6 +5,7 @@ Shared by the end-to-end test and the latency benchmark (bench/e2e_latency.py).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator import omapi
 from tests.e2e import netns
 
 BIN = Path(sys.executable).parent  # the venv's bin: cdc-relay, dhcp-generator
@@ -150,3 +152,14 @@ def psql(database_url: str, sql: str) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"psql failed: {done.stderr.strip()}\n{sql}")
+
+
+def omapi_key_file(workdir: Path, name: str) -> tuple[omapi.Key, Path]:
+    """A fresh OMAPI key, and the dhcpd ``key`` statement holding it in
+    ``workdir/omapi.key`` (mode 0600, as the generator requires)."""
+    secret = base64.b64encode(os.urandom(16)).decode()
+    path = workdir / "omapi.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(f'key {name} {{ algorithm hmac-md5; secret "{secret}"; }};\n')
+    return omapi.Key(name=name, algorithm="hmac-md5", secret=secret), path

@@ -35,7 +35,6 @@ survivor knows at once).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -177,7 +176,7 @@ class Side:
         if pid is None or not self.server.running():
             raise AssertionError(f"{self.name}'s dhcpd is not running")
         os.kill(pid, signal.SIGKILL)
-        netns.wait_until(lambda: not _alive(pid), DIED_DEADLINE, f"{self.name}'s dhcpd to die")
+        netns.wait_until(lambda: not netns.alive(pid), DIED_DEADLINE, f"{self.name}'s dhcpd to die")
 
     def stop_dhcpd(self) -> None:
         """SIGKILL dhcpd if it runs (it ends at once on SIGTERM too) and forget its pid."""
@@ -317,24 +316,6 @@ class Pair:
         return "\n".join(logs)
 
 
-def _alive(pid: int) -> bool:
-    """Neither gone nor a zombie (dhcpd's parent is PID 1, which reaps it late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _key_file(workdir: Path) -> tuple[str, Path]:
-    secret = base64.b64encode(os.urandom(16)).decode()
-    path = workdir / "omapi.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(f'key {KEY_NAME} {{ algorithm hmac-md5; secret "{secret}"; }};\n')
-    return secret, path
-
-
 @pytest.fixture
 def seg() -> Iterator[segment.Segment]:
     require(*netns.available())
@@ -377,7 +358,7 @@ def pair(
         for label, view in zip("ab", seg.servers, strict=True):
             side_dir = workdir / label
             side_dir.mkdir()
-            secret, key_file = _key_file(side_dir)
+            key, key_file = pipeline.omapi_key_file(side_dir, KEY_NAME)
             server = stack.enter_context(
                 netns.isc_dhcpd(view, side_dir / "dhcpd.conf", side_dir, start=False)
             )
@@ -387,7 +368,7 @@ def pair(
                     view=view,
                     workdir=side_dir,
                     server=server,
-                    key_secret=secret,
+                    key_secret=key.secret,
                     key_file=key_file,
                     consumer=f"fo{label}{uuid.uuid4().hex[:8]}",
                 )

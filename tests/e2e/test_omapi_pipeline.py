@@ -13,7 +13,6 @@ reaches OMAPI over the harness's control link (``Link.control_ip``).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -189,7 +188,7 @@ class Lab:
         if pid is None or not self.server.running():
             self.fail("dhcpd is not running before a restart")
         os.kill(pid, signal.SIGKILL)
-        self.wait(lambda: not _alive(pid), DIED_DEADLINE, "dhcpd to die")
+        self.wait(lambda: not netns.alive(pid), DIED_DEADLINE, "dhcpd to die")
         plain = [str(netns.RELOAD_DHCPD), self.net.server_ns, self.net.server_if]
         plain += [str(self.server.conf), str(self.server.leases), str(self.server.pid_file)]
         done = subprocess.run(plain, capture_output=True, text=True, check=False, timeout=30)
@@ -246,25 +245,6 @@ class Lab:
         self.db.execute("DELETE FROM host WHERE hostname = %s", (hostname,))
 
 
-def _alive(pid: int) -> bool:
-    """Neither gone nor a zombie (dhcpd's parent is PID 1, which reaps it late)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _omapi_key(workdir: Path) -> tuple[omapi.Key, Path]:
-    secret = base64.b64encode(os.urandom(16)).decode()
-    key = omapi.Key(name=KEY_NAME, algorithm="hmac-md5", secret=secret)
-    path = workdir / "omapi.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(f'key {KEY_NAME} {{ algorithm hmac-md5; secret "{secret}"; }};\n')
-    return key, path
-
-
 @pytest.fixture
 def seed() -> dict[str, tuple[str, int]]:
     """A host in the database before the generator starts: hostname -> (MAC, host number)."""
@@ -290,7 +270,7 @@ def lab(
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (SUBNET_NAME, str(net.network), str(net.server_ip), start, end, LEASE_TIME),
     )
-    key, key_file = _omapi_key(workdir)
+    key, key_file = pipeline.omapi_key_file(workdir, KEY_NAME)
     stamp = workdir / "dhcpd.starts"
     # The OMAPI port is one no process listens on here, in the test's namespace: a
     # --once run pointed at 127.0.0.1 with it renders the same file and reaches no dhcpd.
